@@ -1,0 +1,15 @@
+"""The VAE core: model, loss in nats, data, training loop, sampling and checkpoints.
+
+Nothing in this package imports Ray, W&B or Gradio: `search/` and `serve/` are thin layers on top.
+
+Two widths name the LinearVAE's shape (the words come from the article the project grew out of):
+
+* ``latent_width``: the size of the hidden layer on each side of the bottleneck
+  (784 -> latent_width -> ... -> latent_width -> 784).
+* ``reparam_width``: the dimension of the sampled code z (the reparameterised bottleneck).
+"""
+
+from vae.config import ModelConfig, TrainConfig
+from vae.model import LinearVAE
+
+__all__ = ["LinearVAE", "ModelConfig", "TrainConfig"]

@@ -1,0 +1,62 @@
+"""Typed, frozen configuration values for the model and the training loop."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+IMAGE_SIDE = 28
+INPUT_DIM = IMAGE_SIDE * IMAGE_SIDE
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of a LinearVAE.
+
+    Attributes:
+        latent_width: width of the hidden layer between the pixels and the bottleneck, on both the
+            encoder and the decoder side (the article tried 32..512).
+        reparam_width: dimension of the sampled code z, i.e. of the mean and log-variance heads
+            (the article tried 4..64).
+        input_dim: number of pixels of a flattened image (28 * 28 for MNIST).
+    """
+
+    latent_width: int
+    reparam_width: int
+    input_dim: int = INPUT_DIM
+
+    def __post_init__(self) -> None:
+        for name in ("latent_width", "reparam_width", "input_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        return cls(**{k: int(data[k]) for k in ("latent_width", "reparam_width", "input_dim") if k in data})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings for one training run (one search trial)."""
+
+    lr: float = 3e-4
+    batch_size: int = 128
+    epochs: int = 10
+    beta: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.lr > 0):
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs!r}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

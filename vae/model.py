@@ -1,0 +1,80 @@
+"""The LinearVAE: a one-hidden-layer MLP encoder and decoder around a Gaussian bottleneck."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from vae.config import ModelConfig
+
+
+class VAEOutput(NamedTuple):
+    """What a forward pass returns. ``logits`` are pre-sigmoid pixel values (the loss uses them
+    for numerical stability); ``torch.sigmoid(logits)`` is the reconstruction in [0, 1]."""
+
+    logits: torch.Tensor
+    mu: torch.Tensor
+    log_var: torch.Tensor
+    z: torch.Tensor
+
+
+class LinearVAE(nn.Module):
+    """input -> Linear(latent_width) -> ReLU -> (mu, log_var) of width reparam_width
+    -> z = mu + eps * exp(0.5 * log_var) -> Linear(latent_width) -> ReLU -> Linear(input) -> sigmoid.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.input_to_hidden = nn.Linear(config.input_dim, config.latent_width)
+        self.hidden_to_mu = nn.Linear(config.latent_width, config.reparam_width)
+        self.hidden_to_log_var = nn.Linear(config.latent_width, config.reparam_width)
+        self.z_to_hidden = nn.Linear(config.reparam_width, config.latent_width)
+        self.hidden_to_output = nn.Linear(config.latent_width, config.input_dim)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flattened images [B, input_dim] in [0, 1] -> (mu, log_var), each [B, reparam_width]."""
+        hidden = torch.relu(self.input_to_hidden(x))
+        return self.hidden_to_mu(hidden), self.hidden_to_log_var(hidden)
+
+    @staticmethod
+    def reparameterize(
+        mu: torch.Tensor, log_var: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Draw z ~ N(mu, exp(log_var)) as a differentiable function of mu and log_var.
+
+        ``noise`` is the standard normal eps; pass it to make the draw reproducible.
+        """
+        if noise is None:
+            noise = torch.randn_like(mu)
+        return mu + noise * torch.exp(0.5 * log_var)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes [B, reparam_width] -> pre-sigmoid pixel values [B, input_dim]."""
+        return self.hidden_to_output(torch.relu(self.z_to_hidden(z)))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes [B, reparam_width] -> pixel probabilities [B, input_dim] in [0, 1]."""
+        return torch.sigmoid(self.decode_logits(z))
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> VAEOutput:
+        mu, log_var = self.encode(x)
+        z = self.reparameterize(mu, log_var, noise)
+        return VAEOutput(self.decode_logits(z), mu, log_var, z)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def count_parameters(config: ModelConfig) -> int:
+    """Parameter count of a LinearVAE of this shape, without building it."""
+    d, h, r = config.input_dim, config.latent_width, config.reparam_width
+    return (d * h + h) + 2 * (h * r + r) + (r * h + h) + (h * d + d)
+
+
+def flops_per_sample(config: ModelConfig) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one forward pass; a training step costs about three times this."""
+    d, h, r = config.input_dim, config.latent_width, config.reparam_width
+    return 2 * (d * h + 2 * h * r + r * h + h * d)
