@@ -1,0 +1,42 @@
+"""Where a search leaves its results: the contract between `search/` (writer) and `serve/` (reader).
+
+Kept free of Ray imports so that `serve/` can read an experiment without loading Ray.
+
+    <storage>/<name>/                  Ray Tune's experiment folder (restorable with --resume)
+    <storage>/<name>/best/             the export, written by the driver when the search ends:
+        model.safetensors, checkpoint.json   the best trial's model (vae.checkpoint format)
+        leaderboard.json, leaderboard.csv    every trial, best first (LEADERBOARD_FIELDS)
+        trials/<trial_id>/                   each finished trial's best checkpoint (vae.checkpoint)
+        pareto.csv, *.png                    Pareto front and plots
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_STORAGE = Path("results")  # relative to the working directory; made absolute before Ray sees it
+BEST_DIR = "best"
+TRIALS_DIR = "trials"
+LEADERBOARD_JSON = "leaderboard.json"
+LEADERBOARD_CSV = "leaderboard.csv"
+
+# One row per trial in leaderboard.json / .csv, sorted by best_val_neg_elbo (failed trials last).
+# `checkpoint` is a path relative to best/ (e.g. "trials/<trial_id>") or null when the trial left none.
+LEADERBOARD_FIELDS = (
+    "rank", "trial_id", "status", "is_best", "latent_width", "reparam_width", "lr", "batch_size",
+    "best_val_neg_elbo", "last_val_neg_elbo", "epochs", "time_s", "parameters", "active_units",
+    "node", "error", "checkpoint",
+)
+
+
+def best_dir(experiment_dir: str | Path) -> Path:
+    return Path(experiment_dir) / BEST_DIR
+
+
+def latest_experiment(storage: str | Path = DEFAULT_STORAGE) -> Path | None:
+    """The most recently exported experiment under a local ``storage`` folder, or None."""
+    root = Path(storage)
+    if not root.is_dir():
+        return None
+    exported = [p for p in root.iterdir() if (p / BEST_DIR / LEADERBOARD_JSON).is_file()]
+    return max(exported, key=lambda p: (p / BEST_DIR / LEADERBOARD_JSON).stat().st_mtime, default=None)
