@@ -17,10 +17,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vae.config import ModelConfig, TrainConfig
+from vae.data import Split
 from vae.model import LinearVAE
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "checkpoint.json"
+EXAMPLES_FILE = "examples.safetensors"
+EXAMPLES_PER_CLASS = 32
 FORMAT = "vaesearch-checkpoint"
 FORMAT_VERSION = 1
 
@@ -33,6 +36,7 @@ class CheckpointError(RuntimeError):
 class Checkpoint:
     model: LinearVAE
     meta: dict[str, Any]
+    examples: Split | None = None  # real labelled images to generate from (see save_checkpoint)
 
     @property
     def config(self) -> ModelConfig:
@@ -58,8 +62,14 @@ def save_checkpoint(
     metrics: dict[str, Any] | None = None,
     train_config: TrainConfig | None = None,
     extra: dict[str, Any] | None = None,
+    examples: Split | None = None,
 ) -> Path:
-    """Write the weights and the JSON description into ``directory`` (created if needed)."""
+    """Write the weights and the JSON description into ``directory`` (created if needed).
+
+    ``examples``, if given, is reduced to at most EXAMPLES_PER_CLASS images of each class and stored
+    beside the weights, so that a server can "generate digit d" from real class-d examples without
+    access to the data set. Pass held-out (test) images: they are shown to users.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -78,7 +88,33 @@ def save_checkpoint(
         **(extra or {}),
     }
     (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=float))
+    if examples is not None:
+        _save_examples(directory / EXAMPLES_FILE, examples)
     return directory
+
+
+def _save_examples(path: Path, examples: Split) -> None:
+    labels = examples.labels.cpu()
+    keep = []
+    for cls in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == cls).flatten()
+        keep.append(idx[:EXAMPLES_PER_CLASS])
+    idx = torch.sort(torch.cat(keep)).values
+    images = (examples.images.cpu()[idx] * 255).round().to(torch.uint8)
+    save_file({"images": images.contiguous(), "labels": labels[idx].contiguous()}, str(path))
+
+
+def _load_examples(path: Path, input_dim: int) -> Split | None:
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(str(path))
+        images, labels = tensors["images"], tensors["labels"]
+    except (SafetensorError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{path} is not a valid examples file ({exc})") from exc
+    if images.dtype != torch.uint8 or images.ndim != 2 or images.shape[1] != input_dim or len(labels) != len(images):
+        raise CheckpointError(f"{path} holds images of the wrong shape {tuple(images.shape)} for this model")
+    return Split(images.to(torch.float32) / 255.0, labels.to(torch.int64))
 
 
 def read_meta(directory: str | Path) -> dict[str, Any]:
@@ -112,7 +148,9 @@ def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -
     try:
         state = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{weights} is not a valid safetensors file, truncated or of another format ({exc})") from exc
+        raise CheckpointError(
+            f"{weights} is not a valid safetensors file, truncated or of another format ({exc})"
+        ) from exc
     model = LinearVAE(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
@@ -125,7 +163,7 @@ def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -
         )
     model.load_state_dict(state)
     model.to(device).eval()
-    return Checkpoint(model, meta)
+    return Checkpoint(model, meta, _load_examples(directory / EXAMPLES_FILE, config.input_dim))
 
 
 def _checkpoint_dir(path: str | Path) -> Path:

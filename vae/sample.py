@@ -76,7 +76,8 @@ def _cpu_generator(generator: torch.Generator | None) -> torch.Generator | None:
     """randperm of indices runs on the CPU: derive a CPU generator from a device one."""
     if generator is None or generator.device.type == "cpu":
         return generator
-    return torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)))
+    seed = torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)
+    return torch.Generator().manual_seed(int(seed))
 
 
 @torch.inference_mode()

@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     bar.close()
     test = evaluate(result.model, data.test.images, seed=args.seed)
     final = dict(result.history[-1], test_neg_elbo=test["neg_elbo"], test_recon=test["recon"], test_kl=test["kl"])
-    save_checkpoint(out / "checkpoint", result.model, dataset=args.dataset, metrics=final, train_config=train_config)
+    save_checkpoint(out / "checkpoint", result.model, dataset=args.dataset, metrics=final,
+                    train_config=train_config, examples=data.test)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     originals = data.test.images[:32]
     images = torch.cat([sample_prior(result.model, 32, generator=generator),
