@@ -187,10 +187,14 @@ def main(argv: list[str] | None = None) -> int:
         device = pick_device(args.device)
         data = load_splits(args.dataset, args.data_dir, seed=args.seed, device=device,
                            log_fn=lambda m: print(m, file=sys.stderr))
+        out = Path(args.out or f"runs/vae-{args.latent_width}-{args.reparam_width}")
+        try:  # fail on an unusable --out now, not after training
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"cannot write to --out {out}: {exc.strerror}") from exc
     except (ValueError, DataError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out or f"runs/vae-{args.latent_width}-{args.reparam_width}")
     bar = tqdm(total=train_config.epochs, desc=f"vae {args.latent_width}/{args.reparam_width}", unit="epoch")
 
     def show(epoch: int, metrics: dict[str, float]) -> None:
