@@ -32,6 +32,12 @@ from pathlib import Path
 MARKER_ENV = "VAESEARCH_TEST_CLUSTER"
 STARTED_LINE = "Ray runtime started"
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
+HEAD_RESOURCE = "node:__internal_head__"
+LIST_NODES = """
+import json, sys, ray
+ray.init(address=sys.argv[1], logging_level="ERROR")
+print(json.dumps([n["Resources"] | {"NodeID": n["NodeID"]} for n in ray.nodes() if n["Alive"]]))
+"""
 
 
 @dataclass(frozen=True)
@@ -207,6 +213,21 @@ class LocalRayCluster:
                 raise TimeoutError(f"ray node {node.spec.name} not up after {timeout}s:\n"
                                    f"{self.log_tail(node.spec.name)}")
             time.sleep(0.2)
+
+    def node_ids(self, timeout: float = 60.0) -> dict[str, str]:
+        """Node name -> Ray node ID of every live node, as a driver sees them (names from the
+        custom resource each worker carries; the head by Ray's head marker)."""
+        probe = subprocess.run([sys.executable, "-c", LIST_NODES, self.address], env=self.driver_env(),
+                               capture_output=True, text=True, timeout=timeout)
+        if probe.returncode != 0:
+            raise RuntimeError(f"listing the nodes failed:\n{probe.stderr[-3000:]}")
+        ids = {}
+        for node in json.loads(probe.stdout.strip().splitlines()[-1]):
+            for spec in [self.head_spec, *self.worker_specs]:
+                mark = HEAD_RESOURCE if spec is self.head_spec else next(iter(spec.resources), None)
+                if mark is not None and mark in node:
+                    ids[spec.name] = node["NodeID"]
+        return ids
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         return "\n".join(self.nodes[name].log.read_text(errors="replace").splitlines()[-lines:])

@@ -43,6 +43,9 @@ def test_three_nodes_place_by_custom_resource_and_stop_by_pid(tmp_path) -> None:
         assert by_id[seen["placed"]["node_a"]].get("node_a") == 1
         assert by_id[seen["placed"]["node_b"]].get("node_b") == 1
         assert seen["placed"]["node_a"] != seen["placed"]["node_b"]
+        ids = cluster.node_ids()
+        assert ids["node_a"] == seen["placed"]["node_a"] and ids["node_b"] == seen["placed"]["node_b"]
+        assert set(ids) == {"head", "node_a", "node_b"} and len(set(ids.values())) == 3
 
         started = cluster.all_pids()
         assert {cluster.raylet_pid(n) for n in ("head", "node_a", "node_b")} <= started
