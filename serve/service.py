@@ -1,0 +1,274 @@
+"""The web app's request handling, free of Gradio: validate inputs, seed, call vae.sample, build grids.
+
+Every method returns plain values (uint8 arrays, numbers, dicts) that serve/app.py hands to its
+widgets, and raises InvalidRequest, whose message is meant for the user, for any input it refuses.
+The served model is one immutable ServedModel reference: a request reads it once and uses that
+snapshot throughout, and switching models swaps the reference under a lock, so concurrent
+requests always see one whole model, never a half-switched one.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from serve.experiment import Experiment, ExperimentError, load_experiment
+from serve.images import ImageInputError, open_image, to_model_input
+from vae.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from vae.config import IMAGE_SIDE, INPUT_DIM
+from vae.data import DATASETS
+from vae.loss import neg_elbo
+from vae.sample import generate_class, grid_to_uint8, interpolate, reconstruct, sample_prior
+
+MAX_SAMPLES = 64
+MAX_SOURCES = 8
+MAX_NOISE = 3.0
+MAX_TEMPERATURE = 3.0
+MIN_STEPS, MAX_STEPS = 2, 32
+MAX_SEED = 2**31 - 1
+ELBO_SAMPLES = 64  # the Reconstruct view's neg-ELBO averages this many posterior draws (seeded)
+GRID_COLUMNS = 8
+
+LEADERBOARD_COLUMNS = (
+    "mark", "rank", "trial_id", "status", "best_val_neg_elbo", "latent_width", "reparam_width", "lr",
+    "batch_size", "epochs", "active_units", "parameters", "time_s", "node",
+)
+
+
+class InvalidRequest(ValueError):
+    """An input the app refuses; the message says why, for the user."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    checkpoint: Checkpoint
+    label: str  # where it came from, for display: "best", "trials/<id>" or the checkpoint folder's name
+    trial_id: str | None = None
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        info = DATASETS.get(self.checkpoint.dataset)
+        return info.class_names if info else tuple(str(i) for i in range(10))
+
+
+@dataclass(frozen=True)
+class Generated:
+    examples: np.ndarray  # grid of the real examples that were encoded, [H, W] uint8
+    samples: np.ndarray  # grid of the decoded draws, [H, W] uint8
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    model_input: np.ndarray  # [28, 28] uint8, the image as the model sees it
+    reconstruction: np.ndarray  # [28, 28] uint8, decoded posterior mean
+    neg_elbo: float  # nats, ELBO_SAMPLES-draw estimate
+    recon: float
+    kl: float
+
+
+def load_served(path: str | Path, label: str, trial_id: str | None = None) -> ServedModel:
+    """Load a checkpoint to serve; raises CheckpointError if it is missing, invalid or not 28x28 images."""
+    checkpoint = load_checkpoint(path, device="cpu")
+    if checkpoint.config.input_dim != INPUT_DIM:
+        raise CheckpointError(f"{path} is a model of {checkpoint.config.input_dim} pixels; the app shows 28x28 images")
+    return ServedModel(checkpoint, label, trial_id)
+
+
+class VAEService:
+    def __init__(self, served: ServedModel, experiment: Experiment | None = None) -> None:
+        self._served = served
+        self._lock = threading.Lock()
+        self.experiment = experiment
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> VAEService:
+        return cls(load_served(path, Path(path).name))
+
+    @classmethod
+    def from_experiment(cls, path: str | Path) -> VAEService:
+        """Serve an exported experiment's best/ checkpoint; raises ExperimentError or CheckpointError."""
+        experiment = load_experiment(path)
+        return cls(load_served(experiment.best, "best", experiment.best_trial_id()), experiment)
+
+    @property
+    def served(self) -> ServedModel:
+        with self._lock:
+            return self._served
+
+    # ---- views -------------------------------------------------------------------------------
+
+    def generate(self, class_index: Any, n_samples: Any, noise_scale: Any, seed: Any, n_sources: Any = 1) -> Generated:
+        """Samples of one class, drawn from the posteriors of ``n_sources`` real examples of it."""
+        served = self.served
+        examples = _examples(served)
+        class_index = _int_in("class", class_index, 0, len(served.class_names) - 1)
+        n_samples = _int_in("number of samples", n_samples, 1, MAX_SAMPLES)
+        noise_scale = _float_in("noise scale", noise_scale, 0.0, MAX_NOISE)
+        n_sources = _int_in("number of real examples", n_sources, 1, MAX_SOURCES)
+        generator = _generator(seed)
+        try:
+            out = generate_class(served.checkpoint.model, examples.images, examples.labels, class_index, n_samples,
+                                 n_sources=n_sources, noise_scale=noise_scale, generator=generator)
+        except ValueError as exc:  # no example of that class in the bank
+            raise InvalidRequest(f"this model has {exc}") from exc
+        return Generated(_grid(out.sources, len(out.sources)), _grid(out.samples, min(n_samples, GRID_COLUMNS)))
+
+    def prior(self, n_samples: Any, temperature: Any, seed: Any) -> np.ndarray:
+        """Decoded draws from N(0, temperature^2 I)."""
+        n_samples = _int_in("number of samples", n_samples, 1, MAX_SAMPLES)
+        temperature = _float_in("temperature", temperature, 0.0, MAX_TEMPERATURE)
+        generator = _generator(seed)
+        images = sample_prior(self.served.checkpoint.model, n_samples, generator=generator, temperature=temperature)
+        return _grid(images, min(n_samples, GRID_COLUMNS))
+
+    def interpolate(self, class_a: Any, class_b: Any, steps: Any, example_a: Any = 0, example_b: Any = 0) -> np.ndarray:
+        """One row: real example A, ``steps`` decodings along the line between the two posterior
+        means (both ends included), real example B. Examples are chosen by their index within
+        their class in the checkpoint's example bank."""
+        served = self.served
+        examples = _examples(served)
+        last_class = len(served.class_names) - 1
+        start = _bank_image(examples, _int_in("first class", class_a, 0, last_class), example_a, "first example")
+        end = _bank_image(examples, _int_in("second class", class_b, 0, last_class), example_b, "second example")
+        steps = _int_in("steps", steps, MIN_STEPS, MAX_STEPS)
+        frames = interpolate(served.checkpoint.model, start, end, steps)
+        row = torch.cat([start.view(1, 1, *frames.shape[2:]), frames, end.view(1, 1, *frames.shape[2:])])
+        return _grid(row, len(row))
+
+    def reconstruct(self, image: Image.Image | str | Path | None) -> Reconstruction:
+        """The image as the model sees it, its reconstruction and its neg-ELBO in nats."""
+        if image is None:
+            raise InvalidRequest("draw a digit or upload an image first")
+        served = self.served
+        box = 20 if served.checkpoint.dataset == "mnist" else 28
+        try:
+            pil = image if isinstance(image, Image.Image) else open_image(image)
+            pixels = to_model_input(pil, digit_box=box)
+        except ImageInputError as exc:
+            raise InvalidRequest(str(exc)) from exc
+        x = torch.from_numpy(pixels).reshape(1, INPUT_DIM)
+        model = served.checkpoint.model
+        with torch.inference_mode():
+            decoded = reconstruct(model, x)
+            mu, log_var = model.encode(x)
+            eps = torch.randn(ELBO_SAMPLES, mu.shape[1], generator=torch.Generator().manual_seed(0))
+            z = mu + eps * torch.exp(0.5 * log_var)
+            terms = neg_elbo(x.expand(ELBO_SAMPLES, -1), model.decode_logits(z), mu.expand_as(z), log_var.expand_as(z))
+        return Reconstruction(_grid(x.view(1, 1, IMAGE_SIDE, IMAGE_SIDE), 1), _grid(decoded, 1),
+                              float(terms.neg_elbo), float(terms.recon), float(terms.kl))
+
+    # ---- model info and switching -----------------------------------------------------------
+
+    def model_info(self) -> dict[str, Any]:
+        served = self.served
+        checkpoint = served.checkpoint
+        meta = checkpoint.meta
+        examples = checkpoint.examples
+        return {
+            "serving": served.label,
+            "trial_id": served.trial_id,
+            "experiment": self.experiment.name if self.experiment else None,
+            "dataset": checkpoint.dataset,
+            "classes": list(served.class_names),
+            "model_config": checkpoint.config.to_dict(),
+            "parameters": checkpoint.model.num_parameters(),
+            "metrics": {k: _rounded(v) for k, v in (meta.get("metrics") or {}).items()},
+            "train_config": meta.get("train_config"),
+            "example_images": 0 if examples is None else len(examples),
+            "created": meta.get("created"),
+        }
+
+    def leaderboard(self) -> tuple[list[str], list[list[Any]]]:
+        """Columns and rows of the experiment's leaderboard; ``mark`` flags the best and the served trial."""
+        if self.experiment is None:
+            return list(LEADERBOARD_COLUMNS), []
+        served_id = self.served.trial_id
+        rows = []
+        for row in self.experiment.leaderboard:
+            marks = ["best"] if row.get("is_best") else []
+            if str(row["trial_id"]) == served_id:
+                marks.append("serving")
+            values = {**row, "mark": " + ".join(marks)}
+            rows.append([_rounded(values.get(col)) for col in LEADERBOARD_COLUMNS])
+        return list(LEADERBOARD_COLUMNS), rows
+
+    def switchable_trials(self) -> list[str]:
+        return self.experiment.switchable_trials() if self.experiment else []
+
+    def switch_model(self, trial_id: Any) -> ServedModel:
+        """Serve another trial's checkpoint. Loading happens outside the lock; the swap is one
+        assignment under it. On any failure the current model stays served."""
+        if self.experiment is None:
+            raise InvalidRequest("this app serves one checkpoint (--checkpoint): there is no leaderboard to switch in")
+        if not isinstance(trial_id, str) or not trial_id:
+            raise InvalidRequest("choose a trial to serve")
+        try:
+            path = self.experiment.trial_checkpoint(trial_id)
+            served = load_served(path, path.relative_to(self.experiment.best.resolve()).as_posix(), trial_id)
+        except (ExperimentError, CheckpointError) as exc:
+            raise InvalidRequest(f"cannot serve trial {trial_id}: {exc}") from exc
+        with self._lock:
+            self._served = served
+        return served
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def _examples(served: ServedModel):
+    if served.checkpoint.examples is None:
+        raise InvalidRequest("this checkpoint carries no example images to generate from; use the Prior view")
+    return served.checkpoint.examples
+
+
+def _bank_image(examples, class_index: int, example_index: Any, name: str) -> torch.Tensor:
+    candidates = torch.nonzero(examples.labels == class_index).flatten()
+    if len(candidates) == 0:
+        raise InvalidRequest(f"this model has no example of class {class_index}")
+    index = _int_in(name, example_index, 0, len(candidates) - 1)
+    return examples.images[candidates[index]]
+
+
+def _grid(images: torch.Tensor, nrow: int) -> np.ndarray:
+    """[H, W] uint8; one image comes back as itself, unpadded (make_grid's rule)."""
+    return np.ascontiguousarray(grid_to_uint8(images, nrow)[..., 0].numpy())
+
+
+def _generator(seed: Any) -> torch.Generator:
+    return torch.Generator().manual_seed(_int_in("seed", seed, 0, MAX_SEED))
+
+
+def _number(name: str, value: Any) -> float:
+    if value is None or isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidRequest(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise InvalidRequest(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _int_in(name: str, value: Any, low: int, high: int) -> int:
+    number = _number(name, value)
+    if number != int(number):
+        raise InvalidRequest(f"{name} must be a whole number, got {value!r}")
+    if not low <= number <= high:
+        raise InvalidRequest(f"{name} must be between {low} and {high}, got {int(number)}")
+    return int(number)
+
+
+def _float_in(name: str, value: Any, low: float, high: float) -> float:
+    number = _number(name, value)
+    if not low <= number <= high:
+        raise InvalidRequest(f"{name} must be between {low:g} and {high:g}, got {number:g}")
+    return number
+
+
+def _rounded(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
