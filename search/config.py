@@ -1,0 +1,162 @@
+"""SearchConfig: every option of a search as one typed, frozen value, validated once (at the CLI edge
+or by a Python caller such as a benchmark) and then passed down unchanged."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from search.layout import DEFAULT_STORAGE
+from search.space import ARTICLE_GRID, SearchSpace, SpaceError
+from vae.data import DATASETS
+
+Searcher = Literal["tpe", "random", "grid"]
+WandbMode = Literal["online", "offline", "disabled"]
+SEARCHERS: tuple[str, ...] = ("tpe", "random", "grid")
+WANDB_MODES: tuple[str, ...] = ("online", "offline", "disabled")
+DEFAULT_TRIALS = 20
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ConfigError(ValueError):
+    """An invalid option; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class NanInjection:
+    """Fault injection for tests: trials whose ``latent_width`` matches (any trial when None) get a
+    NaN weight at the start of ``epoch``, so that their loss really becomes non-finite. Settable
+    from Python only; never exposed on the CLI."""
+
+    epoch: int
+    latent_width: int | None = None
+
+    def applies(self, latent_width: int, epoch: int) -> bool:
+        return epoch == self.epoch and self.latent_width in (None, latent_width)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """All options of one search. Paths are absolute (or a URI for ``storage``) once validated."""
+
+    trials: int | None = None  # None: DEFAULT_TRIALS, or on resume the experiment's own number
+    max_epochs: int = 20
+    grace_period: int = 2  # ASHA: epochs every trial runs before it can be stopped
+    reduction_factor: int = 3  # ASHA: keep the top 1/reduction_factor at each rung
+    max_concurrent: int = 4
+    cpus_per_trial: int = 1  # also the number of torch threads in each trial
+    gpus_per_trial: float = 0.0
+    dataset: str = "mnist"
+    data_dir: str | None = None  # None: VAESEARCH_DATA_DIR, else torchvision download
+    address: str | None = None  # None: start a local Ray; else join this cluster ("auto", "host:port")
+    num_cpus: int | None = None  # CPUs of the local Ray (None: all); ignored with ``address``
+    storage: str = str(DEFAULT_STORAGE.absolute())
+    name: str | None = None  # None: a fresh timestamped name, or with ``resume`` the latest experiment
+    resume: bool = False
+    seed: int = 0
+    wandb_project: str = "vaesearch"
+    wandb_mode: WandbMode = "offline"
+    space: SearchSpace = field(default_factory=SearchSpace)
+    searcher: Searcher = "tpe"  # "random": same space, Optuna's RandomSampler; "grid": one trial per grid point
+    early_stopping: bool = True  # ASHA on or off (off: every trial runs max_epochs)
+    warm_start: bool = True  # enqueue the article's best point first (tpe and random)
+    grid: tuple[dict[str, Any], ...] = ARTICLE_GRID
+    max_failures: int = 2  # retries of a failed trial (from its last checkpoint), FailureConfig
+    keep_checkpoints: int = 2  # per trial, the best by val_neg_elbo (CheckpointConfig.num_to_keep)
+    verbose: int = 1  # Tune's console output: 0 silent, 1 progress table, 2 every result
+    inject_nan: NanInjection | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        def positive_int(name: str, value: Any) -> None:
+            need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                 f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+
+        if self.trials is not None:
+            positive_int("trials", self.trials)
+        for name in ("max_epochs", "grace_period", "max_concurrent", "cpus_per_trial",
+                     "keep_checkpoints"):
+            positive_int(name, getattr(self, name))
+        if self.num_cpus is not None:
+            positive_int("num_cpus", self.num_cpus)
+        need(self.grace_period <= self.max_epochs,
+             f"--grace-period ({self.grace_period}) must not exceed --max-epochs ({self.max_epochs})")
+        need(isinstance(self.reduction_factor, int) and self.reduction_factor >= 2,
+             f"reduction_factor must be an integer >= 2, got {self.reduction_factor!r}")
+        gpus = self.gpus_per_trial
+        need(isinstance(gpus, (int, float)) and math.isfinite(gpus) and gpus >= 0
+             and (gpus <= 1 or float(gpus).is_integer()),
+             f"--gpus-per-trial must be >= 0, a fraction up to 1 or a whole number, got {gpus!r}")
+        need(self.dataset in DATASETS, f"unknown --dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}")
+        need(self.data_dir is None or Path(self.data_dir).is_absolute(), "data_dir must be an absolute path")
+        need(is_uri(self.storage) or Path(self.storage).is_absolute(),
+             f"storage must be an absolute path or a URI, got {self.storage!r}")
+        need(self.name is None or bool(_NAME.match(self.name)),
+             f"--name {self.name!r} must be letters, digits, '.', '_' or '-' (no slashes)")
+        need(isinstance(self.seed, int) and self.seed >= 0, f"--seed must be an integer >= 0, got {self.seed!r}")
+        need(self.wandb_mode in WANDB_MODES, f"--wandb-mode must be one of {', '.join(WANDB_MODES)}")
+        need(bool(self.wandb_project), "--wandb-project must not be empty")
+        need(self.searcher in SEARCHERS, f"searcher must be one of {', '.join(SEARCHERS)}, got {self.searcher!r}")
+        need(isinstance(self.max_failures, int) and self.max_failures >= 0, "max_failures must be >= 0")
+        need(self.verbose in (0, 1, 2), "verbose must be 0, 1 or 2")
+        need(self.address is None or bool(self.address.strip()), "--address must not be empty")
+        need(isinstance(self.space, SearchSpace), "space must be a SearchSpace")
+        try:
+            if self.searcher == "grid":
+                need(len(self.grid) > 0, "the grid is empty")
+                for point in self.grid:
+                    self.space.check(dict(point))
+            elif self.warm_start:
+                self.space.seed_point()
+        except SpaceError as exc:
+            raise ConfigError(str(exc)) from exc
+        if self.inject_nan is not None:
+            positive_int("inject_nan.epoch", self.inject_nan.epoch)
+
+    @property
+    def num_samples(self) -> int:
+        """Trials Tune runs in total for a fresh search: ``trials``, or one per point for the grid."""
+        if self.searcher == "grid":
+            return len(self.grid)
+        return DEFAULT_TRIALS if self.trials is None else self.trials
+
+    @property
+    def storage_is_uri(self) -> bool:
+        return is_uri(self.storage)
+
+    def experiment_path(self, name: str) -> str:
+        """Where Tune keeps the experiment: a local folder or a URI."""
+        return f"{self.storage.rstrip('/')}/{name}" if self.storage_is_uri else str(Path(self.storage) / name)
+
+    def local_experiment_dir(self, name: str) -> Path:
+        """A local folder for this experiment: the experiment itself for local storage, else
+        ``./results/<name>`` (where best/ is written before it is uploaded, and W&B's files go)."""
+        if self.storage_is_uri:
+            return DEFAULT_STORAGE.absolute() / name
+        return Path(self.storage) / name
+
+    def replace(self, **changes: Any) -> SearchConfig:
+        return replace(self, **changes)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["space"] = self.space.to_dict()
+        data["grid"] = [dict(p) for p in self.grid]
+        return json.dumps(data, indent=2)
+
+
+SMOKE_TEST = {
+    "trials": 4, "max_epochs": 2, "grace_period": 1, "reduction_factor": 2, "max_concurrent": 2,
+    "cpus_per_trial": 1,
+}
+
+
+def is_uri(path: str) -> bool:
+    return "://" in str(path)

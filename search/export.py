@@ -1,0 +1,292 @@
+"""Turn a finished search (Tune's ResultGrid) into what a person and ``serve/`` use: the leaderboard,
+the best model evaluated on the held-out test split, every finished trial's best checkpoint, the
+Pareto front of loss versus parameter count, and plots. See search/layout.py for the folder layout.
+
+Checkpoints are fetched through Ray's Checkpoint API (``as_directory``), so this works the same when
+the experiment lives in a URI storage; best/ is then written locally (``./results/<name>/best``) and
+uploaded next to the experiment.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from ray import tune
+
+from search import layout, storage
+from search.config import SearchConfig
+from search.trainable import METRIC, MODE
+from vae.checkpoint import load_checkpoint, save_checkpoint
+from vae.config import ModelConfig, TrainConfig
+from vae.data import DataSplits
+from vae.model import count_parameters
+from vae.train import evaluate
+
+SUMMARY_JSON = "summary.json"
+PARETO_CSV = "pareto.csv"
+CURVE_CSV = "curve.csv"
+CURVE_PNG = "best_so_far.png"
+SPACE_PNG = "trials_space.png"
+PARETO_PNG = "pareto.png"
+TERMINATED, EARLY_STOPPED, ERROR = "TERMINATED", "EARLY_STOPPED", "ERROR"
+
+
+@dataclass
+class ExportSummary:
+    best_dir: Path  # local folder
+    leaderboard: list[dict[str, Any]]
+    best: dict[str, Any] | None  # the best leaderboard row
+    test_metrics: dict[str, float]  # the best model on the test split
+    curve: list[tuple[int, float]]  # (trial-epochs spent, best val neg-ELBO so far)
+    pareto: list[dict[str, Any]] = field(default_factory=list)
+    uploaded_to: str | None = None
+
+
+# --- rows --------------------------------------------------------------------------------------
+
+
+def trial_id_of(result: tune.Result) -> str:
+    """The trial ID, from the metrics or (for a trial that never reported) its folder ``trial_<id>``."""
+    if result.metrics and result.metrics.get("trial_id"):
+        return str(result.metrics["trial_id"])
+    return Path(str(result.path)).name.removeprefix("trial_")
+
+
+def error_line(error: BaseException | None) -> str | None:
+    """One line for a trial's error: the original exception inside Ray's wrappers."""
+    if error is None:
+        return None
+    cause: BaseException = error
+    while getattr(cause, "cause", None) is not None and cause.cause is not cause:  # RayTaskError / TuneError
+        cause = cause.cause
+    text = str(cause).strip().splitlines()
+    message = next((line for line in reversed(text) if "Error" in line and ":" in line), text[-1] if text else "")
+    return message if message.startswith(type(cause).__name__) else f"{type(cause).__name__}: {message}"
+
+
+def leaderboard_rows(results: tune.ResultGrid, config: SearchConfig) -> list[dict[str, Any]]:
+    """One row per trial (LEADERBOARD_FIELDS), ranked by best val neg-ELBO, failed trials last."""
+    rows = []
+    for result in results:
+        hyper = result.config or {}
+        metrics = result.metrics or {}
+        frame = result.metrics_dataframe
+        history = frame[frame[METRIC].notna()] if frame is not None and METRIC in frame else None
+        best = history.loc[history[METRIC].idxmin()] if history is not None and len(history) else None
+        epochs = int(metrics.get("epoch", 0))
+        status = ERROR if result.error else TERMINATED if epochs >= config.max_epochs else EARLY_STOPPED
+        model = ModelConfig(int(hyper["latent_width"]), int(hyper["reparam_width"]))
+        rows.append({
+            "rank": None, "trial_id": trial_id_of(result), "status": status, "is_best": False,
+            "latent_width": model.latent_width, "reparam_width": model.reparam_width, "lr": float(hyper["lr"]),
+            "batch_size": int(hyper["batch_size"]),
+            "best_val_neg_elbo": float(best[METRIC]) if best is not None else None,
+            "last_val_neg_elbo": float(metrics[METRIC]) if METRIC in metrics else None,
+            "epochs": epochs, "time_s": round(float(metrics.get("time_total_s", 0.0)), 2),
+            "parameters": count_parameters(model),
+            "active_units": int(best["active_units"]) if best is not None else None,
+            "node": f"{metrics['node_ip']}/{str(metrics.get('node_id', ''))[:8]}" if "node_ip" in metrics else None,
+            "error": error_line(result.error), "checkpoint": None,
+        })
+    rows.sort(key=lambda r: (r["status"] == ERROR or r["best_val_neg_elbo"] is None,
+                             r["best_val_neg_elbo"] if r["best_val_neg_elbo"] is not None else math.inf))
+    for rank, row in enumerate(rows, 1):
+        row["rank"] = rank
+    return rows
+
+
+def trial_epoch_curve(results: tune.ResultGrid) -> list[tuple[int, float]]:
+    """Best val neg-ELBO so far after each trial-epoch, all trials' epochs in the order they were reported."""
+    reports: list[tuple[float, float]] = []
+    for result in results:
+        frame = result.metrics_dataframe
+        if frame is None or METRIC not in frame:
+            continue
+        reports.extend(zip(frame["timestamp"].astype(float), frame[METRIC].astype(float), strict=True))
+    curve, best = [], math.inf
+    for spent, (_, value) in enumerate(sorted(reports, key=lambda r: r[0]), 1):
+        best = min(best, value) if math.isfinite(value) else best
+        curve.append((spent, best))
+    return curve
+
+
+def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials that no other trial beats on both parameter count and best val neg-ELBO (smallest first)."""
+    finished = sorted((r for r in rows if r["status"] != ERROR and r["best_val_neg_elbo"] is not None),
+                      key=lambda r: (r["parameters"], r["best_val_neg_elbo"]))
+    front, best = [], math.inf
+    for row in finished:
+        if row["best_val_neg_elbo"] < best:
+            front.append(row)
+            best = row["best_val_neg_elbo"]
+    return front
+
+
+def format_leaderboard(rows: list[dict[str, Any]], top: int = 10) -> str:
+    header = (f"{'#':>3} {'trial':<10} {'latent':>6} {'reparam':>7} {'lr':>9} {'batch':>5} {'val nats':>9} "
+              f"{'epochs':>6} {'time s':>7} {'status':<13}")
+    lines = [header]
+    for r in rows[:top]:
+        val = f"{r['best_val_neg_elbo']:.2f}" if r["best_val_neg_elbo"] is not None else "-"
+        lines.append(f"{r['rank']:>3} {r['trial_id']:<10} {r['latent_width']:>6} {r['reparam_width']:>7} "
+                     f"{r['lr']:>9.2e} {r['batch_size']:>5} {val:>9} {r['epochs']:>6} {r['time_s']:>7.1f} "
+                     f"{r['status']:<13}{'  ' + r['error'] if r['error'] else ''}")
+    if len(rows) > top:
+        lines.append(f"... and {len(rows) - top} more in leaderboard.csv")
+    return "\n".join(lines)
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], fields: tuple[str, ...]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _export_trial(result: tune.Result, row: dict[str, Any], config: SearchConfig, data: DataSplits,
+                  destination: Path) -> dict[str, float]:
+    """Copy the trial's best checkpoint as a vae.checkpoint (with test metrics and test examples)."""
+    checkpoint = result.get_best_checkpoint(METRIC, MODE) or result.checkpoint
+    with checkpoint.as_directory() as directory:
+        saved = load_checkpoint(directory)
+    test = evaluate(saved.model, data.test.images, seed=config.seed)
+    metrics = {**saved.meta.get("metrics", {}), **{f"test_{k}": v for k, v in test.items()}}
+    train_config = saved.meta.get("train_config") or {}
+    save_checkpoint(destination, saved.model, dataset=config.dataset, metrics=metrics,
+                    train_config=TrainConfig(**train_config) if train_config else None,
+                    extra={"trial_id": row["trial_id"], "status": row["status"], "epochs": row["epochs"]},
+                    examples=data.test)
+    return metrics
+
+
+def export_results(results: tune.ResultGrid, config: SearchConfig, name: str, data: DataSplits, *,
+                   log: Callable[[str], None] = print) -> ExportSummary:
+    rows = leaderboard_rows(results, config)
+    by_id = {trial_id_of(r): r for r in results}
+    best_dir = layout.best_dir(config.local_experiment_dir(name))
+    trials_dir = best_dir / layout.TRIALS_DIR
+    if trials_dir.exists():
+        shutil.rmtree(trials_dir)
+    trials_dir.mkdir(parents=True)
+
+    test_by_trial: dict[str, dict[str, float]] = {}
+    for row in rows:
+        result = by_id[row["trial_id"]]
+        if row["status"] == ERROR or result.checkpoint is None:
+            continue
+        test_by_trial[row["trial_id"]] = _export_trial(result, row, config, data, trials_dir / row["trial_id"])
+        row["checkpoint"] = f"{layout.TRIALS_DIR}/{row['trial_id']}"
+
+    best = next((r for r in rows if r["checkpoint"] is not None), None)
+    test_metrics: dict[str, float] = {}
+    if best is not None:
+        best["is_best"] = True
+        source = trials_dir / best["trial_id"]
+        for item in source.iterdir():
+            shutil.copy2(item, best_dir / item.name)
+        test_metrics = {k: v for k, v in test_by_trial[best["trial_id"]].items() if k.startswith("test_")}
+
+    curve = trial_epoch_curve(results)
+    front = pareto_front(rows)
+    (best_dir / layout.LEADERBOARD_JSON).write_text(json.dumps(rows, indent=2))
+    _write_csv(best_dir / layout.LEADERBOARD_CSV, rows, layout.LEADERBOARD_FIELDS)
+    _write_csv(best_dir / PARETO_CSV, front, ("trial_id", "parameters", "best_val_neg_elbo", "latent_width",
+                                              "reparam_width", "lr", "batch_size"))
+    _write_csv(best_dir / CURVE_CSV, [{"trial_epochs": s, "best_val_neg_elbo": b} for s, b in curve],
+               ("trial_epochs", "best_val_neg_elbo"))
+    (best_dir / SUMMARY_JSON).write_text(json.dumps({
+        "experiment": name, "experiment_path": config.experiment_path(name), "searcher": config.searcher,
+        "early_stopping": config.early_stopping, "trials": len(rows), "trial_epochs": len(curve),
+        "best_trial": best["trial_id"] if best else None,
+        "best_val_neg_elbo": best["best_val_neg_elbo"] if best else None, **test_metrics,
+        "statuses": {s: sum(r["status"] == s for r in rows) for s in (TERMINATED, EARLY_STOPPED, ERROR)},
+        "space": config.space.to_dict(),
+    }, indent=2))
+    plot_curve(curve, best_dir / CURVE_PNG)
+    plot_space(rows, best_dir / SPACE_PNG)
+    plot_pareto(rows, front, best_dir / PARETO_PNG)
+
+    uploaded = None
+    if config.storage_is_uri:
+        uploaded = f"{config.experiment_path(name)}/{layout.BEST_DIR}"
+        storage.upload_dir(best_dir, uploaded)
+
+    log("leaderboard (best val neg-ELBO in nats per image):\n" + format_leaderboard(rows))
+    if best is not None:
+        log(f"best trial {best['trial_id']}: latent {best['latent_width']}, reparam {best['reparam_width']}, "
+            f"lr {best['lr']:.3g}, batch {best['batch_size']}: val {best['best_val_neg_elbo']:.2f} nats, "
+            f"test {test_metrics['test_neg_elbo']:.2f} nats (recon {test_metrics['test_recon']:.2f} + "
+            f"KL {test_metrics['test_kl']:.2f}, {test_metrics['test_active_units']:.0f} active units)")
+    else:
+        log("no trial finished with a checkpoint: nothing to export as the best model")
+    log(f"exported {best_dir}{' and uploaded it to ' + uploaded if uploaded else ''}")
+    return ExportSummary(best_dir, rows, best, test_metrics, curve, front, uploaded)
+
+
+# --- plots -------------------------------------------------------------------------------------
+
+
+def plot_curve(curve: list[tuple[int, float]], path: Path) -> None:
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    if curve:
+        ax.step([c[0] for c in curve], [c[1] for c in curve], where="post")
+    ax.set_xlabel("trial-epochs spent")
+    ax.set_ylabel("best val neg-ELBO so far (nats)")
+    ax.set_title("search progress")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_space(rows: list[dict[str, Any]], path: Path) -> None:
+    """The trials in (latent, reparam, lr), as three 2-D projections coloured by best val neg-ELBO."""
+    ok = [r for r in rows if r["best_val_neg_elbo"] is not None and r["status"] != ERROR]
+    failed = [r for r in rows if r not in ok]
+    pairs = (("latent_width", "reparam_width"), ("latent_width", "lr"), ("reparam_width", "lr"))
+    fig = Figure(figsize=(13, 4))
+    axes = fig.subplots(1, 3)
+    scatter = None
+    for ax, (x, y) in zip(axes, pairs, strict=True):
+        if ok:
+            scatter = ax.scatter([r[x] for r in ok], [r[y] for r in ok], c=[r["best_val_neg_elbo"] for r in ok],
+                                 cmap="viridis_r", s=40, edgecolors="k", linewidths=0.3)
+        if failed:
+            ax.scatter([r[x] for r in failed], [r[y] for r in failed], marker="x", c="red", label="failed")
+            ax.legend(loc="best", fontsize=8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+    if scatter is not None:
+        fig.colorbar(scatter, ax=list(axes), label="best val neg-ELBO (nats)")
+    fig.suptitle("trials in the search space (darker = lower loss)")
+    fig.savefig(path, dpi=110)
+
+
+def plot_pareto(rows: list[dict[str, Any]], front: list[dict[str, Any]], path: Path) -> None:
+    ok = [r for r in rows if r["best_val_neg_elbo"] is not None and r["status"] != ERROR]
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.scatter([r["parameters"] for r in ok], [r["best_val_neg_elbo"] for r in ok], s=20, alpha=0.6, label="trials")
+    if front:
+        ax.plot([r["parameters"] for r in front], [r["best_val_neg_elbo"] for r in front], "o-", c="C3",
+                label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("best val neg-ELBO (nats)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

@@ -1,0 +1,145 @@
+"""The search space, kept in one place: ranges for the two widths and the learning rate, and the
+batch sizes to choose from. Ranges can be overridden from the CLI or a small YAML/JSON file.
+
+Optuna samples it "define-by-run" (``suggest``): ``reparam_width`` is drawn after ``latent_width``
+with its upper bound clipped to the latent width, so a code never gets wider than the hidden layer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# The article's best pair at its learning rate: the known starting point every search is seeded with.
+ARTICLE_BEST = {"latent_width": 512, "reparam_width": 64, "lr": 3e-4}
+# The article's hand-written "search": five (latent, reparam) pairs at lr 3e-4.
+ARTICLE_GRID = tuple({"latent_width": 2**k, "reparam_width": 2 ** (k - 3), "lr": 3e-4} for k in range(5, 10))
+PARAMS = ("latent_width", "reparam_width", "lr", "batch_size")
+
+
+class SpaceError(ValueError):
+    """A search space or a point in it is invalid; the message says which bound and why."""
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Inclusive ranges; integers and the learning rate are sampled on a log scale."""
+
+    latent_width: tuple[int, int] = (16, 1024)
+    reparam_width: tuple[int, int] = (2, 128)
+    lr: tuple[float, float] = (1e-4, 3e-2)
+    batch_size: tuple[int, ...] = (64, 128, 256)
+
+    def __post_init__(self) -> None:
+        for name in ("latent_width", "reparam_width"):
+            low, high = getattr(self, name)
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)):
+                raise SpaceError(f"{name} bounds must be integers, got {low!r}..{high!r}")
+            if not 1 <= low <= high:
+                raise SpaceError(f"{name} bounds must satisfy 1 <= low <= high, got {low}..{high}")
+        low, high = self.lr
+        if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+            raise SpaceError(f"lr bounds must satisfy 0 < low <= high, got {low}..{high}")
+        if not self.batch_size or any(not isinstance(b, int) or isinstance(b, bool) or b < 1
+                                      for b in self.batch_size):
+            raise SpaceError(f"batch_size choices must be positive integers, got {self.batch_size!r}")
+        if self.reparam_width[0] > self.latent_width[1]:
+            raise SpaceError(
+                f"reparam_width low {self.reparam_width[0]} exceeds latent_width high {self.latent_width[1]}: "
+                "no model with reparam_width <= latent_width fits"
+            )
+
+    # --- building -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], base: SearchSpace | None = None) -> SearchSpace:
+        """Override ``base`` (default ranges) with ``{"latent_width": [16, 512], "lr": [1e-4, 1e-2],
+        "batch_size": [128]}``; unknown keys are an error."""
+        base = base or cls()
+        if not isinstance(data, dict):
+            raise SpaceError(f"a search space must be a mapping of parameter to range, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(PARAMS))
+        if unknown:
+            raise SpaceError(f"unknown search space parameter(s) {', '.join(unknown)}; known: {', '.join(PARAMS)}")
+        changes: dict[str, Any] = {}
+        for name, value in data.items():
+            if not isinstance(value, (list, tuple)):
+                raise SpaceError(f"{name} must be a list, got {value!r}")
+            if name == "batch_size":
+                changes[name] = tuple(value)
+                continue
+            if len(value) != 2:
+                raise SpaceError(f"{name} must be [low, high], got {value!r}")
+            try:
+                cast = float if name == "lr" else _as_int
+                changes[name] = (cast(value[0]), cast(value[1]))
+            except (TypeError, ValueError) as exc:
+                raise SpaceError(f"{name} bounds {value!r} are not numbers ({exc})") from exc
+        return replace(base, **changes)
+
+    @classmethod
+    def from_file(cls, path: str | Path, base: SearchSpace | None = None) -> SearchSpace:
+        """Read overrides from a YAML or JSON file (JSON is valid YAML)."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise SpaceError(f"cannot read search space file {path} ({type(exc).__name__}: {exc})") from exc
+        return cls.from_mapping(data or {}, base)
+
+    def to_dict(self) -> dict[str, list]:
+        return {k: list(v) for k, v in asdict(self).items()}
+
+    # --- sampling -------------------------------------------------------------------------------
+
+    def suggest(self, trial: Any) -> dict[str, Any] | None:
+        """Optuna define-by-run space (``trial`` is an ``optuna.Trial``)."""
+        latent = trial.suggest_int("latent_width", *self.latent_width, log=True)
+        trial.suggest_int("reparam_width", self.reparam_width[0], min(self.reparam_width[1], latent), log=True)
+        trial.suggest_float("lr", *self.lr, log=True)
+        if len(self.batch_size) > 1:
+            trial.suggest_categorical("batch_size", list(self.batch_size))
+        return None if len(self.batch_size) > 1 else {"batch_size": self.batch_size[0]}
+
+    def seed_point(self, point: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A warm-start point for the searcher (default: the article's best), checked against the space;
+        batch size 128 where it is a choice, else the first choice."""
+        point = dict(point or ARTICLE_BEST)
+        point.setdefault("batch_size", 128 if 128 in self.batch_size else self.batch_size[0])
+        self.check(point)
+        if len(self.batch_size) == 1:
+            point.pop("batch_size")  # fixed value, not a searched parameter
+        return point
+
+    def check(self, point: dict[str, Any]) -> None:
+        """Raise SpaceError unless ``point`` lies in the space."""
+        def inside(name: str, low: float, high: float) -> None:
+            if not low <= point[name] <= high:
+                raise SpaceError(f"point {point} has {name}={point[name]} outside the space {low}..{high}")
+        inside("latent_width", *self.latent_width)
+        inside("reparam_width", self.reparam_width[0], min(self.reparam_width[1], point["latent_width"]))
+        inside("lr", *self.lr)
+        if point.get("batch_size", self.batch_size[0]) not in self.batch_size:
+            raise SpaceError(f"point {point} has a batch_size outside the choices {self.batch_size}")
+
+    def describe(self) -> str:
+        """The space as printed at the start of a search."""
+        lines = [
+            f"  latent_width   int, log scale   {self.latent_width[0]} .. {self.latent_width[1]}",
+            f"  reparam_width  int, log scale   {self.reparam_width[0]} .. {self.reparam_width[1]}"
+            " (and <= latent_width)",
+            f"  lr             float, log scale {self.lr[0]:g} .. {self.lr[1]:g}",
+            f"  batch_size     choice           {', '.join(map(str, self.batch_size))}",
+        ]
+        return "search space:\n" + "\n".join(lines)
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool) or float(value) != int(value):
+        raise ValueError(f"{value!r} is not an integer")
+    return int(value)
+

@@ -1,0 +1,124 @@
+"""The Tune function trainable: one trial trains one LinearVAE with vae/ and reports every epoch.
+
+``config`` holds the searched hyperparameters (``latent_width``, ``reparam_width``, ``lr``,
+``batch_size``) and, under ``"run"``, the fixed settings of the experiment (``TrialSettings``).
+The trial loads its data itself (so nothing large travels through Ray's object store), saves a
+checkpoint through Tune every epoch (Tune keeps the best few), resumes from it when Tune restarts
+the trial, and ends as ERROR with "loss became non-finite ..." when training diverges.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from search.config import NanInjection
+from search.tracking import TrialTracker, WandbSettings
+from search.trial_state import Progress, load_trial_checkpoint, save_trial_checkpoint
+from vae.config import ModelConfig, TrainConfig
+from vae.data import load_splits
+from vae.model import LinearVAE, count_parameters
+from vae.train import NonFiniteLossError, evaluate, pick_device, seed_everything, train_epoch
+
+METRIC = "val_neg_elbo"
+MODE = "min"
+HYPERPARAMETERS = ("latent_width", "reparam_width", "lr", "batch_size")
+
+
+class TrialDiverged(RuntimeError):
+    """The trial's loss became NaN or infinite: the trial fails with this reason, the search goes on."""
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """The experiment-wide part of a trial's config (the same for every trial)."""
+
+    max_epochs: int
+    dataset: str
+    data_dir: str | None
+    seed: int
+    threads: int
+    wandb: dict[str, str]
+    inject_nan: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialSettings:
+        return cls(**data)
+
+
+def train_vae(config: dict[str, Any]) -> None:
+    settings = TrialSettings.from_dict(config["run"])
+    torch.set_num_threads(settings.threads)
+    model_config = ModelConfig(int(config["latent_width"]), int(config["reparam_width"]))
+    train_config = TrainConfig(lr=float(config["lr"]), batch_size=int(config["batch_size"]),
+                               epochs=settings.max_epochs, seed=settings.seed)
+    device = pick_device()
+    data = load_splits(settings.dataset, settings.data_dir, seed=settings.seed, device=device)
+
+    seed_everything(settings.seed)
+    model = LinearVAE(model_config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr)
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    progress = Progress()
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            progress = load_trial_checkpoint(directory, model, optimizer, generator)
+
+    context = tune.get_context()
+    trial_id = context.get_trial_id()
+    hyper = {k: config[k] for k in HYPERPARAMETERS}
+    tracker = TrialTracker(
+        WandbSettings(**settings.wandb),
+        {**hyper, "parameters": count_parameters(model_config), "max_epochs": settings.max_epochs,
+         "dataset": settings.dataset, "seed": settings.seed},
+        trial_id=trial_id, trial_name=context.get_trial_name(),
+    )
+    inject = NanInjection(**settings.inject_nan) if settings.inject_nan else None
+    node_id = ray.get_runtime_context().get_node_id()
+    try:
+        for epoch in range(progress.epoch + 1, settings.max_epochs + 1):
+            if inject is not None and inject.applies(model_config.latent_width, epoch):
+                with torch.no_grad():
+                    model.hidden_to_output.bias.fill_(math.nan)
+            try:
+                train = train_epoch(model, optimizer, data.train.images, batch_size=train_config.batch_size,
+                                    generator=generator)
+            except NonFiniteLossError as exc:
+                raise TrialDiverged(
+                    f"loss became non-finite at epoch {epoch} ({exc}) with latent_width {model_config.latent_width}, "
+                    f"reparam_width {model_config.reparam_width}, lr {train_config.lr:.3g}"
+                ) from None
+            val = evaluate(model, data.val.images, seed=settings.seed)
+            metrics = {
+                "epoch": epoch,
+                "val_neg_elbo": val["neg_elbo"], "val_recon": val["recon"], "val_kl": val["kl"],
+                "active_units": val["active_units"],
+                "train_neg_elbo": train["neg_elbo"], "train_recon": train["recon"], "train_kl": train["kl"],
+                "samples_per_s": train["samples_per_s"], "epoch_time_s": train["time_s"],
+                "parameters": count_parameters(model_config), "device": device.type, "node_id": node_id,
+            }
+            progress.epoch = epoch
+            progress.history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            metrics["best_val_neg_elbo"] = progress.best_val_neg_elbo
+            tracker.log(metrics, step=epoch, model=model, examples=data.test)
+            if epoch == settings.max_epochs:
+                # Close the W&B run before the last report: ASHA stops a trial that reaches max_t at that
+                # report, and Tune then ends the actor without returning control to this function.
+                tracker.finish(0)
+            with tempfile.TemporaryDirectory(prefix="vaesearch-ckpt-") as directory:
+                save_trial_checkpoint(directory, model, optimizer, generator, progress, dataset=settings.dataset,
+                                      train_config=train_config, extra={"trial_id": trial_id, "epoch": epoch})
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        tracker.finish(0)
+    finally:
+        tracker.finish(1)  # reached only when the loop ended early (an error, or Tune stopping the trial)

@@ -1,0 +1,81 @@
+"""What a trial's Tune checkpoint holds, so that a restarted trial continues where it stopped.
+
+A trial checkpoint is a vae.checkpoint folder (``model.safetensors`` + ``checkpoint.json``, which
+``serve/`` and the export can read as is) plus two files only a resuming trial needs:
+``optimizer.safetensors`` (Adam's moments and the shuffling generator's state) and ``progress.json``
+(epochs done, metric history, Adam's param groups). Everything is safetensors or JSON: nothing
+stored is ever executed when it is read back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vae.checkpoint import load_checkpoint, save_checkpoint
+from vae.config import TrainConfig
+from vae.model import LinearVAE
+
+OPTIMIZER_FILE = "optimizer.safetensors"
+PROGRESS_FILE = "progress.json"
+
+
+@dataclass
+class Progress:
+    epoch: int = 0  # epochs completed
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def best_val_neg_elbo(self) -> float:
+        return min((h["val_neg_elbo"] for h in self.history), default=float("inf"))
+
+
+def save_trial_checkpoint(
+    directory: str | Path,
+    model: LinearVAE,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    progress: Progress,
+    *,
+    dataset: str,
+    train_config: TrainConfig,
+    extra: dict[str, Any],
+) -> Path:
+    directory = Path(directory)
+    save_checkpoint(directory, model, dataset=dataset, metrics=progress.history[-1], train_config=train_config,
+                    extra=extra)
+    state = optimizer.state_dict()
+    tensors = {f"state.{index}.{key}": value.detach().cpu().contiguous()
+               for index, slots in state["state"].items() for key, value in slots.items()}
+    tensors["generator"] = generator.get_state().cpu()
+    save_file(tensors, str(directory / OPTIMIZER_FILE))
+    (directory / PROGRESS_FILE).write_text(json.dumps(
+        {"epoch": progress.epoch, "history": progress.history, "param_groups": state["param_groups"]}, default=float))
+    return directory
+
+
+def load_trial_checkpoint(
+    directory: str | Path,
+    model: LinearVAE,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> Progress:
+    """Load weights, optimizer and generator state in place; return the progress so far."""
+    directory = Path(directory)
+    saved = load_checkpoint(directory, device=next(model.parameters()).device)
+    model.load_state_dict(saved.model.state_dict())
+    data = json.loads((directory / PROGRESS_FILE).read_text())
+    tensors = load_file(str(directory / OPTIMIZER_FILE))
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("state."):
+            _, index, name = key.split(".", 2)
+            slots.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": data["param_groups"]})
+    generator.set_state(tensors["generator"].to(torch.uint8))
+    return Progress(epoch=int(data["epoch"]), history=list(data["history"]))

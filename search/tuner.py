@@ -1,0 +1,279 @@
+"""Build the Ray Tune experiment (Optuna TPE under a concurrency limiter, ASHA early stopping, the
+function trainable), run it or restore it, and export the results.
+
+Trial budget across restores: Tune keeps the number of trials to create in its search-algorithm
+state (``SearchGenerator``: ``counter`` / ``total_samples``) and restores it from the experiment, so
+a restored run creates exactly the trials still missing. To let ``--resume --trials N`` extend an
+experiment, the driver writes the requested total into ``BUDGET_FILE`` at the experiment root
+(Tune copies every ``.json`` there into its staging folder on restore) and ``TrialBudget`` raises
+``total_samples`` to it after Tune's own restore. The Optuna study (TPE sampler and all trials) is
+part of the searcher state Tune saves; with a local storage it is also kept in ``STUDY_FILE``
+(SQLite) so that it can be inspected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
+from ray.tune.search.optuna import OptunaSearch
+
+from search import storage
+from search.config import SearchConfig
+from search.export import ExportSummary, export_results
+from search.tracking import WandbSettings
+from search.trainable import METRIC, MODE, TrialSettings, train_vae
+from vae.data import DataError, load_splits
+
+BUDGET_FILE = "vaesearch_search.json"
+STUDY_FILE = "optuna_study.db"
+WANDB_SUBDIR = "wandb"
+
+
+class SearchError(RuntimeError):
+    """A problem the user can fix (bad address, missing experiment or data); one line."""
+
+
+class SearchInterrupted(RuntimeError):
+    """The search was stopped (Ctrl+C) before every trial finished; Tune saved its state for --resume."""
+
+
+@dataclass
+class SearchOutcome:
+    name: str
+    experiment_path: str  # Tune's experiment folder or URI (restorable with --resume)
+    restored: bool
+    num_samples: int  # trials in the experiment in total
+    results: tune.ResultGrid
+    export: ExportSummary
+
+    @property
+    def best_dir(self) -> Path:
+        return self.export.best_dir
+
+    @property
+    def leaderboard(self) -> list[dict[str, Any]]:
+        return self.export.leaderboard
+
+
+class TrialBudget(SearchGenerator):
+    """Tune's SearchGenerator, whose trial total can be raised on restore from ``BUDGET_FILE``."""
+
+    def restore_from_dir(self, dirpath: str) -> None:
+        super().restore_from_dir(dirpath)
+        budget = Path(dirpath) / BUDGET_FILE
+        if budget.is_file():
+            wanted = int(json.loads(budget.read_text())["num_samples"])
+            if wanted > self._total_samples:
+                self._total_samples = wanted
+                self._finished = False
+        base: Any = self.searcher
+        while hasattr(base, "searcher"):
+            base = base.searcher
+        study = getattr(base, "_ot_study", None)
+        sampler = type(study.sampler).__name__ if study is not None else "none"
+        known = len(study.trials) if study is not None else 0
+        print(f"restored searcher state: {type(base).__name__} with {sampler}, {known} trials in its study; "
+              f"{self._counter} of {self._total_samples} trials created so far", flush=True)
+
+
+# --- Ray ---------------------------------------------------------------------------------------
+
+
+def check_address(address: str, timeout_s: float = 3.0) -> None:
+    """Fail fast (SearchError) when a Ray cluster address cannot be reached: ray.init would retry for minutes."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    target = address[len("ray://"):] if address.startswith("ray://") else address
+    try:
+        resolved = canonicalize_bootstrap_address(target) if target == "auto" else target
+    except Exception as exc:
+        raise SearchError(f"cannot resolve Ray address {address!r} ({exc})") from exc
+    if not resolved:
+        raise SearchError(f"no running Ray cluster found for --address {address!r} (start one with 'ray start --head')")
+    host, _, port = resolved.rpartition(":")
+    if not host or not port.isdigit():
+        raise SearchError(f"--address {address!r} is not 'auto' or host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise SearchError(f"cannot reach the Ray cluster at {resolved} ({exc.strerror or exc})") from exc
+
+
+def start_ray(config: SearchConfig) -> bool:
+    """Connect to ``config.address`` or start a local Ray; returns whether this call started it.
+
+    A Ray already initialised in this process (a benchmark running several searches) is reused.
+    """
+    if ray.is_initialized():
+        return False
+    if config.address:
+        check_address(config.address)
+        ray.init(address=config.address, log_to_driver=True)
+    else:
+        ray.init(address="local", num_cpus=config.num_cpus or os.cpu_count(), include_dashboard=False)
+    return True
+
+
+# --- building the experiment -------------------------------------------------------------------
+
+
+def default_name(config: SearchConfig) -> str:
+    return f"vae-{config.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def latest_restorable(config: SearchConfig) -> str | None:
+    """The most recently started experiment under a local storage folder that Tune can restore."""
+    root = Path(config.storage)
+    if config.storage_is_uri or not root.is_dir():
+        return None
+    candidates = [p for p in root.iterdir() if p.is_dir() and tune.Tuner.can_restore(str(p))]
+    return max(candidates, key=lambda p: (p / "tuner.pkl").stat().st_mtime).name if candidates else None
+
+
+def build_searcher(config: SearchConfig, name: str) -> Searcher:
+    """OptunaSearch over ``config.space`` (define-by-run), seeded, under a ConcurrencyLimiter."""
+    if config.searcher == "tpe":
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=config.seed)
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=config.seed)
+    if config.searcher == "grid":
+        points = [dict(p) for p in config.grid]
+    else:
+        points = [config.space.seed_point()] if config.warm_start else []
+    study_storage = None
+    if not config.storage_is_uri:
+        study_path = config.local_experiment_dir(name) / STUDY_FILE
+        study_path.parent.mkdir(parents=True, exist_ok=True)
+        study_storage = optuna.storages.RDBStorage(f"sqlite:///{study_path}")
+    searcher = OptunaSearch(space=config.space.suggest, metric=METRIC, mode=MODE, points_to_evaluate=points,
+                            sampler=sampler, study_name=name, storage=study_storage)
+    return ConcurrencyLimiter(searcher, max_concurrent=config.max_concurrent)
+
+
+def build_scheduler(config: SearchConfig) -> TrialScheduler:
+    if not config.early_stopping:
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=config.max_epochs,
+                         grace_period=config.grace_period, reduction_factor=config.reduction_factor)
+
+
+def trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def trainable_with_resources(config: SearchConfig) -> Any:
+    return tune.with_resources(train_vae, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
+
+
+def build_tuner(config: SearchConfig, name: str) -> tune.Tuner:
+    settings = TrialSettings(
+        max_epochs=config.max_epochs, dataset=config.dataset, data_dir=config.data_dir, seed=config.seed,
+        threads=config.cpus_per_trial,
+        wandb=WandbSettings(project=config.wandb_project, mode=config.wandb_mode, group=name,
+                            dir=str(config.local_experiment_dir(name) / WANDB_SUBDIR)).to_dict(),
+        inject_nan=vars(config.inject_nan) if config.inject_nan else None,
+    )
+    return tune.Tuner(
+        trainable_with_resources(config),
+        param_space={"run": settings.to_dict()},
+        tune_config=tune.TuneConfig(
+            search_alg=TrialBudget(build_searcher(config, name)),
+            scheduler=build_scheduler(config),
+            num_samples=config.num_samples,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=config.storage,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=config.keep_checkpoints,
+                                                    checkpoint_score_attribute=METRIC,
+                                                    checkpoint_score_order=MODE),
+            failure_config=tune.FailureConfig(max_failures=config.max_failures),
+            verbose=config.verbose,
+        ),
+    )
+
+
+# --- running -----------------------------------------------------------------------------------
+
+
+def _prepare(config: SearchConfig) -> tuple[str, bool, int]:
+    """(experiment name, restore?, total trials), checked against what is in the storage."""
+    name = config.name
+    if config.resume:
+        name = name or latest_restorable(config)
+        if name is None:
+            raise SearchError(f"--resume: no experiment to resume under {config.storage} (pass --name)")
+        path = config.experiment_path(name)
+        if not tune.Tuner.can_restore(path):
+            raise SearchError(f"--resume: no restorable experiment at {path}")
+        previous = json.loads(storage.read_text(f"{path}/{BUDGET_FILE}") or "{}").get("num_samples")
+        total = config.trials if config.trials is not None else previous or config.num_samples
+        if previous is not None and total < previous:
+            raise SearchError(f"--trials {total} is less than the {previous} trials the experiment already has")
+        return name, True, total
+    name = name or default_name(config)
+    path = config.experiment_path(name)
+    if tune.Tuner.can_restore(path):
+        raise SearchError(f"experiment {path} exists: add --resume to continue it, or choose another --name")
+    return name, False, config.num_samples
+
+
+def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> SearchOutcome:
+    """Run (or with ``config.resume`` restore and continue) a search, then export its results.
+
+    Raises SearchError for problems the user can fix; they are detected before any trial starts.
+    """
+    name, restore, total = _prepare(config)
+    path = config.experiment_path(name)
+    try:
+        data = load_splits(config.dataset, config.data_dir, seed=config.seed, log_fn=log)
+    except DataError as exc:
+        raise SearchError(str(exc)) from exc
+    started = start_ray(config)
+    try:
+        _announce(config, name, restore, total, log)
+        storage.write_text(f"{path}/{BUDGET_FILE}", json.dumps(
+            {"num_samples": total, "config": json.loads(config.to_json())}, indent=2))
+        if restore:
+            tuner = tune.Tuner.restore(path, trainable=trainable_with_resources(config),
+                                       resume_unfinished=True, resume_errored=False)
+        else:
+            tuner = build_tuner(config, name)
+        results = tuner.fit()
+        finished = results.num_terminated + results.num_errors
+        if finished < total:
+            raise SearchInterrupted(f"search stopped with {finished} of {total} trials finished; continue it "
+                                    f"with: python -m search.run --resume --name {name} --storage {config.storage}")
+        summary = export_results(results, config, name, data, log=log)
+    finally:
+        if started:
+            ray.shutdown()
+    return SearchOutcome(name, path, restore, total, results, summary)
+
+
+def _announce(config: SearchConfig, name: str, restore: bool, total: int, log: Callable[[str], None]) -> None:
+    resources = ray.cluster_resources()
+    verb = "resuming" if restore else "starting"
+    log(f"{verb} experiment {name} at {config.experiment_path(name)}: {total} trials, searcher {config.searcher}"
+        f"{' + ASHA' if config.early_stopping else ''}, max {config.max_epochs} epochs, "
+        f"{config.max_concurrent} concurrent, {config.cpus_per_trial} CPU + {config.gpus_per_trial:g} GPU per trial; "
+        f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; W&B {config.wandb_mode}")
+    if restore:
+        log("(a restored experiment keeps its original search space and settings)")
+    else:
+        log(config.space.describe())
+    sys.stdout.flush()
