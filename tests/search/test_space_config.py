@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from search.config import ConfigError, NanInjection, SearchConfig
+from search.space import ARTICLE_BEST, ARTICLE_GRID, SearchSpace, SpaceError
+
+
+def test_default_space_contains_the_article_point_and_grid():
+    space = SearchSpace()
+    assert space.seed_point() == {**ARTICLE_BEST, "batch_size": 128}
+    for point in ARTICLE_GRID:
+        space.check(point)
+    assert [(p["latent_width"], p["reparam_width"]) for p in ARTICLE_GRID] == [
+        (32, 4), (64, 8), (128, 16), (256, 32), (512, 64)]
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"lr": [1e-2, 1e-4]}, "lr bounds"),
+    ({"lr": [0, 1e-2]}, "lr bounds"),
+    ({"latent_width": [0, 64]}, "latent_width bounds"),
+    ({"latent_width": [64, 16]}, "latent_width bounds"),
+    ({"latent_width": [16, 32], "reparam_width": [64, 128]}, "exceeds latent_width high"),
+    ({"batch_size": []}, "batch_size"),
+    ({"latent_width": [16.5, 32]}, "not numbers"),
+    ({"depth": [1, 2]}, "unknown search space parameter"),
+])
+def test_bad_space_overrides_are_rejected(overrides, fragment):
+    with pytest.raises(SpaceError, match=fragment):
+        SearchSpace.from_mapping(overrides)
+
+
+def test_space_file_overrides_only_the_named_ranges(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("latent_width: [16, 512]\nbatch_size: [128]\n")
+    space = SearchSpace.from_file(path)
+    assert space.latent_width == (16, 512)
+    assert space.batch_size == (128,)
+    assert space.lr == SearchSpace().lr
+    assert "batch_size" not in space.seed_point()  # a single choice is a constant, not a searched parameter
+
+
+def test_define_by_run_space_never_samples_reparam_above_latent():
+    space = SearchSpace(latent_width=(4, 64), reparam_width=(2, 128))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(200):
+        trial = study.ask()
+        fixed = space.suggest(trial)
+        assert fixed is None
+        assert 2 <= trial.params["reparam_width"] <= trial.params["latent_width"] <= 64
+        assert 1e-4 <= trial.params["lr"] <= 3e-2
+        study.tell(trial, 0.0)
+
+
+def test_seed_point_outside_the_space_is_a_config_error():
+    with pytest.raises(ConfigError, match="outside the space"):
+        SearchConfig(space=SearchSpace(latent_width=(16, 128)))
+    SearchConfig(space=SearchSpace(latent_width=(16, 128)), warm_start=False)  # fine without the seed
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"trials": 0}, "--trials must be a positive integer"),
+    ({"max_epochs": 0}, "--max-epochs"),
+    ({"max_epochs": 2, "grace_period": 3}, "--grace-period"),
+    ({"gpus_per_trial": -0.5}, "--gpus-per-trial"),
+    ({"gpus_per_trial": 1.5}, "--gpus-per-trial"),
+    ({"dataset": "cifar10"}, "unknown --dataset"),
+    ({"storage": "relative/path"}, "absolute path or a URI"),
+    ({"name": "a/b"}, "--name"),
+    ({"wandb_mode": "sometimes"}, "--wandb-mode"),
+    ({"searcher": "bayes"}, "searcher"),
+    ({"inject_nan": NanInjection(epoch=0)}, "inject-nan.epoch"),
+])
+def test_invalid_options_are_rejected_with_one_line(changes, fragment):
+    with pytest.raises(ConfigError, match=fragment) as info:
+        SearchConfig(**changes)
+    assert "\n" not in str(info.value)
+
+
+def test_num_samples_and_paths():
+    assert SearchConfig().num_samples == 20
+    assert SearchConfig(trials=3).num_samples == 3
+    assert SearchConfig(searcher="grid", trials=3).num_samples == len(ARTICLE_GRID)
+    local = SearchConfig(storage="/tmp/store")
+    assert local.experiment_path("x") == "/tmp/store/x"
+    assert local.local_experiment_dir("x").as_posix() == "/tmp/store/x"
+    remote = SearchConfig(storage="s3://bucket/runs/")
+    assert remote.storage_is_uri and remote.experiment_path("x") == "s3://bucket/runs/x"
+    assert remote.local_experiment_dir("x").parts[-2:] == ("results", "x")
+
+
+def test_nan_injection_targets_one_width_and_epoch():
+    inject = NanInjection(epoch=2, latent_width=64)
+    assert inject.applies(64, 2)
+    assert not inject.applies(64, 1) and not inject.applies(32, 2)
+    assert NanInjection(epoch=1).applies(512, 1)
