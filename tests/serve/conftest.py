@@ -1,22 +1,12 @@
 """Fixtures for the serve tests: a small exported experiment (two briefly trained trials, written
-as search/layout.py describes) and a real app server started with ``python -m serve.app``."""
+as search/layout.py describes) and PNG bytes for upload tests; serve_harness.py starts real servers."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import struct
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,9 +17,7 @@ from vae.config import ModelConfig, TrainConfig
 from vae.data import DataSplits, Split, load_splits
 from vae.train import evaluate, fit
 
-REPO = Path(__file__).resolve().parents[2]
 TRIALS = {"t_wide": ModelConfig(96, 8), "t_narrow": ModelConfig(48, 4)}  # the first is the best
-SERVER_START_S = 120
 
 
 @pytest.fixture(scope="session")
@@ -81,59 +69,3 @@ def pixelless_png():
         return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
     return make
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def app_env(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "VAESEARCH_AUTH"}
-    env.update(GRADIO_TEMP_DIR=str(tmp / "gradio"), GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", **extra)
-    return env
-
-
-@contextmanager
-def running_app(args: list[str], tmp: Path, **env: str) -> Iterator[Server]:
-    """Start ``python -m serve.app ARGS --port <free>`` and wait (bounded) until it answers."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = tmp / f"server-{port}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "serve.app", *args, "--port", str(port)], cwd=REPO,
-                                   env=app_env(tmp, **env), stdout=out, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}/", process, log)
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the app exited with {process.returncode}:\n{server.output()}")
-            try:
-                with urllib.request.urlopen(server.url + "gradio_api/info", timeout=5):
-                    break
-            except urllib.error.HTTPError:  # it answered (e.g. 401 when a login is required)
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the app did not answer within {SERVER_START_S} s:\n{server.output()}")
-                time.sleep(0.5)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
