@@ -114,7 +114,10 @@ class SearchConfig:
                 for point in self.grid:
                     self.space.check(dict(point))
             elif self.warm_start:
-                self.space.seed_point()
+                try:
+                    self.space.seed_point()
+                except SpaceError as exc:
+                    raise ConfigError(f"the warm-start {exc} (widen the space or pass --no-warm-start)") from exc
         except SpaceError as exc:
             raise ConfigError(str(exc)) from exc
         if self.inject_nan is not None:

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--searcher", choices=SEARCHERS, default="tpe",
                      help="tpe: Optuna TPE; random: Optuna random sampling of the same space; grid: the article's "
                      "five (latent, reparam) pairs at lr 3e-4, one trial each (--trials is ignored)")
+    run.add_argument("--no-warm-start", action="store_true",
+                     help="do not evaluate the article's best point (512, 64, lr 3e-4) first")
     run.add_argument("--no-early-stopping", action="store_true", help="turn ASHA off: every trial runs --max-epochs")
     run.add_argument("--seed", type=int, default=0, help="seed of the sampler, the data split and the trials")
     run.add_argument("--smoke-test", action="store_true",
@@ -129,7 +131,8 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         gpus_per_trial=args.gpus_per_trial, dataset=args.dataset, data_dir=data_dir, address=args.address,
         num_cpus=args.num_cpus, storage=storage, name=args.name, resume=args.resume, seed=args.seed,
         wandb_project=args.wandb_project, wandb_mode=args.wandb_mode or default_wandb_mode(), space=space,
-        searcher=args.searcher, early_stopping=not args.no_early_stopping, verbose=args.verbose,
+        searcher=args.searcher, early_stopping=not args.no_early_stopping, warm_start=not args.no_warm_start,
+        verbose=args.verbose,
     )
 
 

@@ -83,10 +83,23 @@ class TrialBudget(SearchGenerator):
         while hasattr(base, "searcher"):
             base = base.searcher
         study = getattr(base, "_ot_study", None)
+        abandoned = _fail_abandoned_asks(study, getattr(base, "_ot_trials", {})) if study is not None else 0
         sampler = type(study.sampler).__name__ if study is not None else "none"
         known = len(study.trials) if study is not None else 0
-        print(f"restored searcher state: {type(base).__name__} with {sampler}, {known} trials in its study; "
-              f"{self._counter} of {self._total_samples} trials created so far", flush=True)
+        print(f"restored searcher state: {type(base).__name__} with {sampler}, {known} trials in its study "
+              f"({abandoned} abandoned asks marked FAIL); {self._counter} of {self._total_samples} trials created "
+              "so far", flush=True)
+
+
+def _fail_abandoned_asks(study: optuna.Study, live: dict[str, Any]) -> int:
+    """A study in SQLite runs ahead of Tune's last saved searcher state: a trial asked for after that
+    snapshot (and lost with the driver) stays RUNNING there forever. Mark such asks FAIL."""
+    restored = {trial.number for trial in live.values()}
+    abandoned = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                 if t.number not in restored]
+    for number in abandoned:
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+    return len(abandoned)
 
 
 # --- Ray ---------------------------------------------------------------------------------------
