@@ -1,0 +1,161 @@
+"""The search on a real multi-node Ray cluster: `python -m search.run --address` against a head and two
+worker nodes started with `ray start` on 127.0.0.1 (see localcluster.py), results in a shared folder
+that stands in for S3 (every node is on this machine).
+
+The head advertises no CPUs and each worker one, so two concurrent 1-CPU trials must use both
+workers. The trainable records the Ray node ID in every result; the leaderboard's `node` field
+holds "<ip>/<first 8 hex digits of the node ID>".
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from localcluster import LocalRayCluster
+
+from search.layout import LEADERBOARD_CSV, LEADERBOARD_FIELDS, LEADERBOARD_JSON, best_dir
+from vae.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+SEARCH_TIMEOUT_S = 300
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+
+def search_command(cluster: LocalRayCluster, storage: Path, name: str, *options: str) -> list[str]:
+    return [
+        sys.executable, "-m", "search.run", "--address", cluster.address, "--storage", str(storage),
+        "--name", name, "--trials", "4", "--max-concurrent", "2", "--cpus-per-trial", "1",
+        "--batch-sizes", "128", "--wandb-mode", "disabled", "--verbose", "0", "--seed", "0", *options,
+    ]
+
+
+def driver_env(cluster: LocalRayCluster) -> dict[str, str]:
+    env = cluster.driver_env()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def run_search(cluster: LocalRayCluster, command: list[str]) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, cwd=REPO, env=driver_env(cluster), capture_output=True, text=True,
+                          timeout=SEARCH_TIMEOUT_S)
+    assert done.returncode == 0, f"search failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return done
+
+
+def leaderboard(experiment: Path) -> list[dict]:
+    return json.loads((best_dir(experiment) / LEADERBOARD_JSON).read_text())
+
+
+def assert_export_complete(experiment: Path, trials: int) -> list[dict]:
+    """best/ holds a loadable best model and a leaderboard row for every trial, in JSON and CSV."""
+    best = best_dir(experiment)
+    rows = leaderboard(experiment)
+    assert len(rows) == trials
+    assert len({r["trial_id"] for r in rows}) == trials
+    assert all(tuple(r) == LEADERBOARD_FIELDS for r in rows)
+    with open(best / LEADERBOARD_CSV, newline="") as f:
+        assert sorted(r["trial_id"] for r in csv.DictReader(f)) == sorted(r["trial_id"] for r in rows)
+    winners = [r for r in rows if r["is_best"]]
+    assert len(winners) == 1 and winners[0]["rank"] == 1
+    for row in rows:
+        if row["status"] == "ERROR":
+            assert row["error"], f"failed trial {row['trial_id']} gives no reason"
+        else:
+            assert row["error"] is None and row["checkpoint"] and (best / row["checkpoint"]).is_dir()
+    checkpoint = load_checkpoint(best)
+    assert checkpoint.config.latent_width == winners[0]["latent_width"]
+    return rows
+
+
+def node_history(experiment: Path) -> dict[str, list[tuple[int, str]]]:
+    """trial_id -> [(report timestamp, node ID)] from every result Tune recorded for the trial."""
+    history = {}
+    for result_file in experiment.glob("trial_*/result.json"):
+        reports = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
+        history[result_file.parent.name.removeprefix("trial_")] = [(r["timestamp"], r["node_id"]) for r in reports]
+    return history
+
+
+def names_by_prefix(ids: dict[str, str]) -> dict[str, str]:
+    return {node_id[:8]: name for name, node_id in ids.items()}
+
+
+def test_search_spans_two_nodes(ray_cluster: LocalRayCluster, tmp_path: Path) -> None:
+    ids = ray_cluster.node_ids()
+    storage = tmp_path / "storage"
+    run_search(ray_cluster, search_command(ray_cluster, storage, "spread", "--max-epochs", "2",
+                                           "--latent-width", "16", "512", "--reparam-width", "2", "64"))
+
+    experiment = storage / "spread"
+    rows = assert_export_complete(experiment, trials=4)
+    assert all(r["status"] == "TERMINATED" and r["epochs"] == 2 for r in rows)
+    by_prefix = names_by_prefix(ids)
+    placed = {by_prefix[r["node"].rsplit("/", 1)[1]] for r in rows}
+    assert placed == {"node_a", "node_b"}  # never the head: it has no CPU to give
+    # Every report of every trial came from a worker node, and the leaderboard agrees with them.
+    history = node_history(experiment)
+    assert sorted(history) == sorted(r["trial_id"] for r in rows)
+    for row in rows:
+        assert {node for _, node in history[row["trial_id"]]} == {ids[by_prefix[row["node"].rsplit("/", 1)[1]]]}
+
+
+def wait_for_trial_on(experiment: Path, node_id: str, process: subprocess.Popen, timeout: float = 180) -> str:
+    """The ID of a trial that has reported at least one epoch from `node_id` and is not done yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the search ended before a trial ran on the node to kill"
+        for result_file in experiment.glob("trial_*/result.json"):
+            lines = result_file.read_text().splitlines()
+            last = json.loads(lines[-1]) if lines and lines[-1].endswith("}") else None
+            if last and last["node_id"] == node_id and not last["done"]:
+                return result_file.parent.name.removeprefix("trial_")
+        time.sleep(0.2)
+    raise TimeoutError(f"no trial reported from node {node_id[:8]} within {timeout}s")
+
+
+def test_search_survives_losing_a_worker_node(ray_cluster: LocalRayCluster, tmp_path: Path) -> None:
+    ids = ray_cluster.node_ids()
+    storage = tmp_path / "storage"
+    experiment = storage / "node-loss"
+    # Wider models and more epochs than above, so that a trial is still running when its node dies.
+    command = search_command(ray_cluster, storage, "node-loss", "--max-epochs", "6", "--no-early-stopping",
+                             "--latent-width", "256", "512", "--reparam-width", "8", "64")
+    log = tmp_path / "search.log"
+    with open(log, "w") as out:
+        search = subprocess.Popen(command, cwd=REPO, env=driver_env(ray_cluster), stdout=out,
+                                  stderr=subprocess.STDOUT)
+    try:
+        victim = wait_for_trial_on(experiment, ids["node_b"], search)
+        ray_cluster.kill_node("node_b")
+        killed_at = time.time()
+        search.wait(timeout=SEARCH_TIMEOUT_S)
+    finally:
+        if search.poll() is None:
+            search.kill()
+            search.wait()
+    output = log.read_text()
+    assert search.returncode == 0, f"search failed ({search.returncode}):\n{output[-6000:]}"
+    assert "node_b" not in ray_cluster.node_ids()
+
+    rows = assert_export_complete(experiment, trials=4)
+    row = next(r for r in rows if r["trial_id"] == victim)
+    history = node_history(experiment)[victim]
+    if row["status"] == "ERROR":
+        assert row["error"]  # reported failed, with the reason
+    else:  # retried on the surviving node from its last checkpoint, and finished there
+        assert row["status"] == "TERMINATED" and row["epochs"] == 6
+        nodes = [node for _, node in history]
+        assert nodes[0] == ids["node_b"] and nodes[-1] == ids["node_a"]
+        assert row["node"].endswith("/" + ids["node_a"][:8])
+    # Nothing ran on node_b once it was gone; every other trial finished.
+    late_on_b = [(t, trial) for trial, reports in node_history(experiment).items()
+                 for t, node in reports if node == ids["node_b"] and t > killed_at + 1]
+    assert late_on_b == []
+    assert all(r["status"] == "TERMINATED" for r in rows if r["trial_id"] != victim)
