@@ -1,0 +1,230 @@
+"""Training throughput of vae.train.train_epoch versus a loop written the way the article does it.
+
+The article's loop: a torchvision-MNIST-style dataset that turns each uint8 image into a PIL image and
+applies ``transforms.ToTensor()`` per sample, a ``DataLoader`` (batch 32, shuffled, no workers), the
+same LinearVAE and the same Adam, and the article's per-pixel loss (corrected to actually step).
+Both loops see the same offline IDX images and are measured side by side in one run, interleaved,
+best of ``--repeats``.
+
+Also printed: the loop's achieved GFLOP/s (training ~= 3x vae.model.flops_per_sample) next to a
+matmul-only figure (timed ``torch.mm`` of exactly the model's forward and backward GEMM shapes at
+that batch), and at batch 32 the split of wall time between data and step.
+
+    python benchmarks/train_throughput.py --data-dir ../shared/mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from vae.config import ModelConfig, TrainConfig
+from vae.data import DataError, load_splits
+from vae.model import LinearVAE, flops_per_sample
+from vae.train import make_optimizer, train_epoch
+
+MODELS = (ModelConfig(32, 4), ModelConfig(512, 64))  # the article's smallest and largest
+BATCHES = (32, 128, 512)
+ARTICLE_BATCH = 32
+LR = 3e-4
+DEFAULT_BATCH = TrainConfig().batch_size
+HERE = Path(__file__).resolve().parent
+
+
+class ToTensorMNIST(Dataset):
+    """What torchvision.datasets.MNIST does per item: uint8 array -> PIL image -> transform."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
+        self.images, self.labels = images, labels
+        self.transform = transforms.ToTensor()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = Image.fromarray(self.images[index], mode="L")
+        return self.transform(image), int(self.labels[index])
+
+
+def article_loss(x: torch.Tensor, reconstructed: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """The article's loss: BCE on probabilities plus KL, both divided by batch * 784."""
+    bce = F.binary_cross_entropy(reconstructed, x, reduction="sum") / (x.size(0) * 784)
+    kld = -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp()) / (x.size(0) * 784)
+    return bce + kld
+
+
+def article_epoch(model: LinearVAE, optimizer: torch.optim.Optimizer, loader: DataLoader) -> dict[str, float]:
+    """One epoch the article's way, with the backward/step the article's train() forgot."""
+    model.train()
+    data_s = step_s = 0.0
+    n = 0
+    start = t0 = time.perf_counter()
+    for x, _ in loader:
+        t1 = time.perf_counter()
+        x = x.view(-1, 784)
+        mu, log_var = model.encode(x)
+        reconstructed = model.decode(model.reparameterize(mu, log_var))
+        loss = article_loss(x, reconstructed, mu, log_var)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        t2 = time.perf_counter()
+        data_s += t1 - t0
+        step_s += t2 - t1
+        n += x.shape[0]
+        t0 = t2
+    elapsed = time.perf_counter() - start
+    return {"samples_per_s": n / elapsed, "time_s": elapsed, "data_s": data_s, "step_s": step_s}
+
+
+def matmul_gflops(config: ModelConfig, batch: int, repeats: int) -> float:
+    """GFLOP/s of torch.mm alone over the model's GEMMs at this batch: per Linear(in, out), the forward
+    x[B,in] @ W^T, and the backward grad_x = g[B,out] @ W and grad_W = g^T @ x; best of ``repeats``."""
+    layers = [(config.input_dim, config.latent_width), (config.latent_width, config.reparam_width),
+              (config.latent_width, config.reparam_width), (config.reparam_width, config.latent_width),
+              (config.latent_width, config.input_dim)]
+    operands = []
+    for fan_in, fan_out in layers:
+        x, w, g = torch.rand(batch, fan_in), torch.rand(fan_out, fan_in), torch.rand(batch, fan_out)
+        operands += [(x, w.t()), (g, w), (g.t(), x)]
+    flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in operands)
+    assert flops == 3 * batch * flops_per_sample(config)
+    inner = max(1, int(2e9 // flops))  # about 2 GFLOP per timing
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first round warms up
+        start = time.perf_counter()
+        for _ in range(inner):
+            for a, b in operands:
+                torch.mm(a, b)
+        best = min(best, (time.perf_counter() - start) / inner)
+    return flops / best / 1e9
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None, help="IDX folder (default: $VAESEARCH_DATA_DIR, else download)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per loop and setting; best is kept")
+    parser.add_argument("--out", default=str(HERE / "out" / "train_throughput.json"), help="full results JSON")
+    parser.add_argument("--results", default=str(HERE / "results" / "train_throughput.json"),
+                        help="headline figures JSON (committed)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if args.repeats < 1:
+        print("error: --repeats must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        data = load_splits("mnist", args.data_dir, seed=0, log_fn=lambda m: print(m, file=sys.stderr))
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    images = data.train.images
+    uint8_images = (images * 255).round().to(torch.uint8).reshape(-1, 28, 28).numpy()
+    article_data = ToTensorMNIST(uint8_images, data.train.labels.numpy())
+    cpu = platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}; "
+          f"{len(images)} training images per epoch, best of {args.repeats}")
+
+    rows = []
+    for config in MODELS:
+        runs: dict[str, dict] = {}
+        contenders = {}
+        for batch in BATCHES:
+            torch.manual_seed(0)
+            model = LinearVAE(config)
+            optimizer = make_optimizer(model, LR)  # what vae.train.fit uses
+            generator = torch.Generator().manual_seed(0)
+            contenders[f"ours@{batch}"] = (lambda m=model, o=optimizer, b=batch, g=generator:
+                                           train_epoch(m, o, images, batch_size=b, generator=g))
+        for batch in sorted({ARTICLE_BATCH, *BATCHES}):
+            torch.manual_seed(0)
+            model = LinearVAE(config)
+            optimizer = torch.optim.Adam(model.parameters(), lr=LR)  # as the article writes it
+            loader = DataLoader(article_data, batch_size=batch, shuffle=True)
+            contenders[f"article@{batch}"] = lambda m=model, o=optimizer, ld=loader: article_epoch(m, o, ld)
+        for run in contenders.values():  # one warm-up epoch each
+            run()
+        for _ in range(args.repeats):  # interleaved, so that load from other processes hits all alike
+            for name, run in contenders.items():
+                result = run()
+                if name not in runs or result["samples_per_s"] > runs[name]["samples_per_s"]:
+                    runs[name] = result
+        article_sps = runs[f"article@{ARTICLE_BATCH}"]["samples_per_s"]
+        for batch in BATCHES:
+            ours = runs[f"ours@{batch}"]
+            article_same = runs[f"article@{batch}"]
+            train_flops = 3 * flops_per_sample(config)
+            rows.append({
+                "latent_width": config.latent_width, "reparam_width": config.reparam_width, "batch_size": batch,
+                "ours_samples_per_s": ours["samples_per_s"],
+                "article_b32_samples_per_s": article_sps,
+                "speedup_vs_article_b32": ours["samples_per_s"] / article_sps,
+                "article_same_batch_samples_per_s": article_same["samples_per_s"],
+                "speedup_vs_article_same_batch": ours["samples_per_s"] / article_same["samples_per_s"],
+                "ours_gflops": ours["samples_per_s"] * train_flops / 1e9,
+                "matmul_gflops": matmul_gflops(config, batch, args.repeats),
+                "ours_data_s": ours["data_s"], "ours_step_s": ours["step_s"], "ours_time_s": ours["time_s"],
+                "article_data_s": article_same["data_s"], "article_step_s": article_same["step_s"],
+                "article_time_s": article_same["time_s"],
+            })
+            rows[-1]["fraction_of_matmul"] = rows[-1]["ours_gflops"] / rows[-1]["matmul_gflops"]
+
+    header = (f"{'model':>8} {'batch':>5} {'ours/s':>9} {'article@32/s':>12} {'x':>6} {'article@b/s':>11} "
+              f"{'x':>6} {'GFLOP/s':>8} {'mm GFLOP/s':>10} {'of mm':>6}")
+    print(header)
+    for r in rows:
+        print(f"{r['latent_width']:>4}/{r['reparam_width']:<3} {r['batch_size']:>5} {r['ours_samples_per_s']:>9.0f} "
+              f"{r['article_b32_samples_per_s']:>12.0f} {r['speedup_vs_article_b32']:>6.1f} "
+              f"{r['article_same_batch_samples_per_s']:>11.0f} {r['speedup_vs_article_same_batch']:>6.1f} "
+              f"{r['ours_gflops']:>8.1f} {r['matmul_gflops']:>10.1f} {r['fraction_of_matmul']:>6.0%}")
+    print("\nbatch 32, where an epoch's time goes (s):")
+    for r in rows:
+        if r["batch_size"] == ARTICLE_BATCH:
+            print(f"  {r['latent_width']}/{r['reparam_width']}: ours data {r['ours_data_s']:.3f} + step "
+                  f"{r['ours_step_s']:.3f} of {r['ours_time_s']:.3f}; article data {r['article_data_s']:.3f} + step "
+                  f"{r['article_step_s']:.3f} of {r['article_time_s']:.3f}")
+
+    def at(latent: int, batch: int) -> dict:
+        return next(r for r in rows if r["latent_width"] == latent and r["batch_size"] == batch)
+
+    small, large = at(MODELS[0].latent_width, DEFAULT_BATCH), at(MODELS[1].latent_width, DEFAULT_BATCH)
+    targets = {
+        "small_speedup_at_default_batch_ge_10": small["speedup_vs_article_b32"] >= 10,
+        "large_speedup_at_default_batch_ge_3": large["speedup_vs_article_b32"] >= 3,
+        "large_half_of_matmul_at_default_batch": large["fraction_of_matmul"] >= 0.5,
+        "batch32_faster_than_article": all(at(m.latent_width, 32)["speedup_vs_article_b32"] > 1 for m in MODELS),
+    }
+    print("\ntargets at batch", DEFAULT_BATCH, "(and 32):", ", ".join(f"{k}: {'met' if v else 'MISSED'}"
+                                                             for k, v in targets.items()))
+    environment = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+                   "processor": platform.processor(), "train_images": len(images), "repeats": args.repeats,
+                   "data": f"{data.dataset} train split of the offline IDX files"}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"environment": environment, "rows": rows, "targets": targets}, indent=2))
+    headline_keys = ("latent_width", "reparam_width", "batch_size", "ours_samples_per_s", "article_b32_samples_per_s",
+                     "speedup_vs_article_b32", "speedup_vs_article_same_batch", "ours_gflops", "matmul_gflops",
+                     "fraction_of_matmul", "ours_data_s", "ours_step_s")
+    headline = {"environment": environment, "targets": targets,
+                "rows": [{k: (round(r[k], 3) if isinstance(r[k], float) else r[k]) for k in headline_keys}
+                         for r in rows]}
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(json.dumps(headline, indent=2) + "\n")
+    print(f"wrote {args.out} and {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
