@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 from ray import tune
 
 from search import layout, storage
@@ -261,12 +262,17 @@ def plot_space(rows: list[dict[str, Any]], path: Path) -> None:
     for ax, (x, y) in zip(axes, pairs, strict=True):
         if ok:
             scatter = ax.scatter([r[x] for r in ok], [r[y] for r in ok], c=[r["best_val_neg_elbo"] for r in ok],
-                                 cmap="viridis_r", s=40, edgecolors="k", linewidths=0.3)
+                                 cmap="viridis", s=40, edgecolors="k", linewidths=0.3)
         if failed:
             ax.scatter([r[x] for r in failed], [r[y] for r in failed], marker="x", c="red", label="failed")
             ax.legend(loc="best", fontsize=8)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        for name, axis, set_scale in ((x, ax.xaxis, ax.set_xscale), (y, ax.yaxis, ax.set_yscale)):
+            if name == "lr":
+                set_scale("log")
+            else:  # widths: powers of two, labelled as plain numbers
+                set_scale("log", base=2)
+                axis.set_major_formatter(ScalarFormatter())
+                axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(x)
         ax.set_ylabel(y)
     if scatter is not None:
