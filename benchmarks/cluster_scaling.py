@@ -72,6 +72,7 @@ def run_layout(layout: str, run: int, storage: Path, args: argparse.Namespace) -
     rows = json.loads((best_dir(storage / name) / LEADERBOARD_JSON).read_text())
     return {
         "layout": layout, "run": run, "cluster_start_s": round(startup_s, 2), "search_wall_s": round(wall_s, 2),
+        "load_average_1min_after": round(os.getloadavg()[0], 2),  # other work on the machine shows here
         "trial_time_sum_s": round(sum(r["time_s"] for r in rows), 2),
         "nodes_used": len({r["node"] for r in rows}),
         "statuses": sorted({r["status"] for r in rows}),
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{result['trial_time_sum_s']:6.1f} s summed, {result['nodes_used']} node(s) used, "
                   f"cluster start {result['cluster_start_s']:.1f} s", flush=True)
 
-    median = {layout: statistics.median(r["search_wall_s"] for r in runs if r["layout"] == layout)
+    median = {layout: round(statistics.median(r["search_wall_s"] for r in runs if r["layout"] == layout), 1)
               for layout in LAYOUTS}
     one, two = median["1 node x 2 CPUs"], median["2 nodes x 1 CPU"]
     same_trials = len({json.dumps(r["trials"]) for r in runs}) == 1
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_search_wall_s": median,
         "two_nodes_over_one_node": round(two / one, 3),
         "repeats": args.repeats,
+        "load_average_1min_after_runs": [r["load_average_1min_after"] for r in runs],
         "same_trials_in_every_run": same_trials,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
     }
