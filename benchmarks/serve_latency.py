@@ -85,7 +85,7 @@ def start_app(checkpoint: Path, tmp: Path, args: argparse.Namespace) -> tuple[su
     raise SystemExit("the app did not answer within 120 s")
 
 
-def bare(checkpoint: Path, repeats: int) -> dict[str, float]:
+def bare(checkpoint: Path, repeats: int) -> tuple[dict[str, float], str]:
     """The same request in-process: the service call, and the PNG encoding the app adds to it."""
     import io
 
@@ -106,8 +106,10 @@ def bare(checkpoint: Path, repeats: int) -> dict[str, float]:
         for grid in (out.examples, out.samples):
             Image.fromarray(grid).save(io.BytesIO(), format="PNG")
         encodes.append(time.perf_counter() - start)
-    return {"p50_ms": percentile(calls, 50) * 1e3, "p99_ms": percentile(calls, 99) * 1e3,
-            "png_encode_p50_ms": percentile(encodes, 50) * 1e3}
+    config = service.served.checkpoint.config
+    figures = {"p50_ms": percentile(calls, 50) * 1e3, "p99_ms": percentile(calls, 99) * 1e3,
+               "png_encode_p50_ms": percentile(encodes, 50) * 1e3}
+    return figures, f"latent width {config.latent_width}, code width {config.reparam_width}"
 
 
 def load(url: str, clients: int, total: int, tmp: Path, ssl_verify: bool = False) -> dict[str, float]:
@@ -166,7 +168,7 @@ def main() -> int:
         checkpoint = args.checkpoint or train_checkpoint(tmp)
         process, url = start_app(checkpoint, tmp, args)
         try:
-            bare_call = bare(checkpoint, repeats=200)
+            bare_call, model = bare(checkpoint, repeats=200)
             levels = [load(url, c, REQUESTS[c], tmp) for c in CLIENTS]
             default_client = load(url, 1, 30, tmp, ssl_verify=True)
         finally:
@@ -184,6 +186,7 @@ def main() -> int:
     result = {
         "benchmark": "serve_latency",
         "request": f"/generate, {REQUEST['n_samples']} samples of class {REQUEST['class_index']}, a new seed each",
+        "model": model,
         "app": {"concurrency": args.concurrency, "torch_threads": args.torch_threads, "image_format": "png"},
         "bare_call_ms": {k: round(v, 2) for k, v in bare_call.items()},
         "levels": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in level.items()} for level in levels],

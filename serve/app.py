@@ -49,7 +49,8 @@ from vae.checkpoint import EXAMPLES_PER_CLASS, CheckpointError  # noqa: E402
 
 AUTH_ENV = "VAESEARCH_AUTH"
 MAX_UPLOAD = "10mb"
-CSS = ".pixelated img { image-rendering: pixelated; }"  # show 28x28 pixels as crisp squares, not a blur
+# Scale the small grids up to their frame, as crisp squares rather than a blur.
+CSS = ".pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -90,9 +91,9 @@ def _png_file(image: np.ndarray) -> str:
     return str(path)
 
 
-def _output_image(label: str, height: int | None = None) -> gr.Image:
-    return gr.Image(label=label, format="png", interactive=False, height=height, elem_classes=["pixelated"],
-                    buttons=["download", "fullscreen"])
+def _output_image(label: str, height: int | None = None, elem_id: str | None = None) -> gr.Image:
+    return gr.Image(label=label, format="png", interactive=False, height=height, elem_id=elem_id,
+                    elem_classes=["pixelated"], buttons=["download", "fullscreen"])
 
 
 def build_app(service: VAEService) -> gr.Blocks:
@@ -157,9 +158,9 @@ def build_app(service: VAEService) -> gr.Blocks:
                     g_seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                     g_button = gr.Button("Generate", variant="primary", elem_id="generate-button")
                 with gr.Column(scale=1, min_width=160):
-                    g_examples = _output_image("Real example(s)", height=180)
+                    g_examples = _output_image("Real example(s)", height=180, elem_id="generate-examples")
                 with gr.Column(scale=3):
-                    g_samples = _output_image("Generated samples", height=320)
+                    g_samples = _output_image("Generated samples", height=320, elem_id="generate-samples")
             g_button.click(generate, [g_class, g_n, g_noise, g_seed, g_sources], [g_examples, g_samples],
                            api_name="generate")
 
@@ -190,7 +191,8 @@ def build_app(service: VAEService) -> gr.Blocks:
 
         with gr.Tab("Reconstruct"):
             with gr.Row():
-                r_sketch = gr.Sketchpad(label="Draw a digit", type="pil", image_mode="L", canvas_size=(280, 280),
+                r_sketch = gr.Sketchpad(label="Draw a digit (pick the brush on the left first)", type="pil",
+                                        image_mode="L", canvas_size=(280, 280),
                                         brush=gr.Brush(default_size=12, colors=["#000000"], color_mode="fixed"),
                                         layers=False)
                 # type="filepath" with image_mode=None: Gradio reads only the header (see main() for its
