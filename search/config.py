@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -148,11 +148,25 @@ class SearchConfig:
     def replace(self, **changes: Any) -> SearchConfig:
         return replace(self, **changes)
 
-    def to_json(self) -> str:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["space"] = self.space.to_dict()
         data["grid"] = [dict(p) for p in self.grid]
-        return json.dumps(data, indent=2)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
+        """Inverse of ``to_dict`` (what an experiment stores about itself); unknown keys are ignored."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["space"] = SearchSpace.from_mapping(values.get("space") or {})
+        values["grid"] = tuple(dict(p) for p in values.get("grid", ARTICLE_GRID))
+        if values.get("inject_nan"):
+            values["inject_nan"] = NanInjection(**values["inject_nan"])
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
 
 
 SMOKE_TEST = {

@@ -90,14 +90,17 @@ class TrialTracker:
     def finish(self, exit_code: int = 0) -> None:
         if self.run is None:
             return
-        try:
-            import wandb
+        import wandb
 
-            self.run.finish(exit_code=exit_code)
-            wandb.teardown()  # close the W&B service now, not in an atexit hook of a process Tune is ending
+        run, self.run = self.run, None
+        try:
+            run.finish(exit_code=exit_code)
         except Exception as exc:
             log.warning("W&B finish failed: %s: %s", type(exc).__name__, exc)
-        self.run = None
+        try:
+            wandb.teardown()  # close the W&B service now, not in an atexit hook of a process Tune is ending
+        except Exception as exc:
+            log.warning("W&B teardown failed: %s: %s", type(exc).__name__, exc)
 
 
 def digit_grid(model: LinearVAE, examples: Split, per_class: int = SAMPLES_PER_CLASS, seed: int = 0) -> torch.Tensor:

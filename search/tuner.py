@@ -223,8 +223,12 @@ def build_tuner(config: SearchConfig, name: str) -> tune.Tuner:
 # --- running -----------------------------------------------------------------------------------
 
 
-def _prepare(config: SearchConfig) -> tuple[str, bool, int]:
-    """(experiment name, restore?, total trials), checked against what is in the storage."""
+def _prepare(config: SearchConfig) -> tuple[SearchConfig, str, int]:
+    """(effective config, experiment name, total trials), checked against what is in the storage.
+
+    On resume the effective config is the one the experiment was started with (its data set, epochs,
+    space...), with this run's connection settings (address, CPUs, verbosity) and trial total.
+    """
     name = config.name
     if config.resume:
         name = name or latest_restorable(config)
@@ -233,16 +237,21 @@ def _prepare(config: SearchConfig) -> tuple[str, bool, int]:
         path = config.experiment_path(name)
         if not tune.Tuner.can_restore(path):
             raise SearchError(f"--resume: no restorable experiment at {path}")
-        previous = json.loads(storage.read_text(f"{path}/{BUDGET_FILE}") or "{}").get("num_samples")
+        stored = json.loads(storage.read_text(f"{path}/{BUDGET_FILE}") or "{}")
+        previous = stored.get("num_samples")
         total = config.trials if config.trials is not None else previous or config.num_samples
         if previous is not None and total < previous:
             raise SearchError(f"--trials {total} is less than the {previous} trials the experiment already has")
-        return name, True, total
+        original = SearchConfig.from_dict(stored["config"]) if "config" in stored else config
+        effective = original.replace(
+            resume=True, name=name, storage=config.storage, trials=total, address=config.address,
+            num_cpus=config.num_cpus, verbose=config.verbose)
+        return effective, name, total
     name = name or default_name(config)
     path = config.experiment_path(name)
     if tune.Tuner.can_restore(path):
         raise SearchError(f"experiment {path} exists: add --resume to continue it, or choose another --name")
-    return name, False, config.num_samples
+    return config.replace(name=name), name, config.num_samples
 
 
 def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> SearchOutcome:
@@ -250,7 +259,8 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
 
     Raises SearchError for problems the user can fix; they are detected before any trial starts.
     """
-    name, restore, total = _prepare(config)
+    config, name, total = _prepare(config)
+    restore = config.resume
     path = config.experiment_path(name)
     try:
         data = load_splits(config.dataset, config.data_dir, seed=config.seed, log_fn=log)
@@ -260,7 +270,7 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
     try:
         _announce(config, name, restore, total, log)
         storage.write_text(f"{path}/{BUDGET_FILE}", json.dumps(
-            {"num_samples": total, "config": json.loads(config.to_json())}, indent=2))
+            {"num_samples": total, "config": config.to_dict()}, indent=2))
         if restore:
             tuner = tune.Tuner.restore(path, trainable=trainable_with_resources(config),
                                        resume_unfinished=True, resume_errored=False)
@@ -285,8 +295,5 @@ def _announce(config: SearchConfig, name: str, restore: bool, total: int, log: C
         f"{' + ASHA' if config.early_stopping else ''}, max {config.max_epochs} epochs, "
         f"{config.max_concurrent} concurrent, {config.cpus_per_trial} CPU + {config.gpus_per_trial:g} GPU per trial; "
         f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; W&B {config.wandb_mode}")
-    if restore:
-        log("(a restored experiment keeps its original search space and settings)")
-    else:
-        log(config.space.describe())
+    log(config.space.describe())
     sys.stdout.flush()

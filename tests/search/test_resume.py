@@ -78,6 +78,7 @@ def test_sigkilled_search_resumes_with_every_trial_and_the_tpe_state(data_dir, t
 
     text = _run([*common, "--resume"], tmp_path / "resume.log")
     assert "restored searcher state: OptunaSearch with TPESampler" in text
+    assert "4 trials, searcher tpe, max 2 epochs" in text  # the experiment's own settings, not the CLI defaults
     rows = json.loads((experiment / "best" / "leaderboard.json").read_text())
     assert len(rows) == 4 and len({r["trial_id"] for r in rows}) == 4
     assert all(r["status"] != ERROR and r["epochs"] == 2 for r in rows)

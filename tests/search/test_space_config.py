@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import optuna
 import pytest
 
@@ -95,3 +97,9 @@ def test_nan_injection_targets_one_width_and_epoch():
     assert inject.applies(64, 2)
     assert not inject.applies(64, 1) and not inject.applies(32, 2)
     assert NanInjection(epoch=1).applies(512, 1)
+
+
+def test_config_round_trips_through_its_stored_form():
+    config = SearchConfig(trials=7, max_epochs=3, grace_period=1, space=SearchSpace(lr=(1e-4, 1e-3), batch_size=(128,)),
+                          inject_nan=NanInjection(epoch=2, latent_width=64), storage="/tmp/x", name="exp")
+    assert SearchConfig.from_dict(json.loads(config.to_json())) == config
