@@ -33,7 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search VAE hyperparameters with Ray Tune: Optuna TPE (seeded with the article's best "
         "point 512/64 at lr 3e-4) under a concurrency limit, ASHA early stopping on the validation neg-ELBO, "
         "W&B tracking, then export <storage>/<name>/best/ (best model, leaderboard, Pareto front, plots).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     run = p.add_argument_group("search")
     run.add_argument("--trials", type=int, default=None,
@@ -47,11 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"trials running at once (default {DEFAULTS.max_concurrent}; also bounded by resources)")
     run.add_argument("--searcher", choices=SEARCHERS, default="tpe",
                      help="tpe: Optuna TPE; random: Optuna random sampling of the same space; grid: the article's "
-                     "five (latent, reparam) pairs at lr 3e-4, one trial each (--trials is ignored)")
+                     "five (latent, reparam) pairs at lr 3e-4, one trial each (--trials is ignored); default tpe")
     run.add_argument("--no-warm-start", action="store_true",
                      help="do not evaluate the article's best point (512, 64, lr 3e-4) first")
     run.add_argument("--no-early-stopping", action="store_true", help="turn ASHA off: every trial runs --max-epochs")
-    run.add_argument("--seed", type=int, default=0, help="seed of the sampler, the data split and the trials")
+    run.add_argument("--seed", type=int, default=0,
+                     help="seed of the sampler, the data split and the trials (default 0)")
     run.add_argument("--smoke-test", action="store_true",
                      help="a quick check (about a minute on 2 CPU cores): "
                      + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in SMOKE_TEST.items())
@@ -75,30 +75,32 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--cpus-per-trial", type=int, default=None,
                      help=f"CPU cores (and torch threads) per trial (default {DEFAULTS.cpus_per_trial})")
     res.add_argument("--gpus-per-trial", type=float, default=0.0,
-                     help="GPUs per trial; a fraction such as 0.25 lets several small trials share one GPU")
+                     help="GPUs per trial (default 0); a fraction such as 0.25 lets several small trials share one GPU")
     res.add_argument("--address", default=None,
                      help="join a running Ray cluster ('auto' or host:port); default: start a local Ray")
     res.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all cores)")
 
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="mnist", help=f"one of: {', '.join(DATASETS)}")
+    data.add_argument("--dataset", default="mnist", help=f"one of: {', '.join(DATASETS)} (default mnist)")
     data.add_argument("--data-dir", default=None,
                       help=f"folder with the IDX *-ubyte[.gz] files (default: ${DATA_DIR_ENV}, else torchvision "
                       "downloads); it must exist at the same path on every node")
 
     out = p.add_argument_group("results")
     out.add_argument("--storage", default=str(DEFAULT_STORAGE),
-                     help="where experiments live: a local folder or a URI such as s3://bucket/path")
+                     help=f"where experiments live: a local folder or a URI such as s3://bucket/path "
+                     f"(default {DEFAULT_STORAGE}/)")
     out.add_argument("--name", default=None,
                      help="experiment name (default vae-<dataset>-<date>-<time>; with --resume: the latest one)")
     out.add_argument("--resume", action="store_true",
                      help="continue an interrupted experiment (Ctrl+C or killed) from its storage, or extend a "
                      "finished one with a larger --trials")
     out.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                     help="Tune's console output: 0 silent, 1 progress table, 2 every result")
+                     help="Tune's console output: 0 silent, 1 progress table (default), 2 every result")
 
     track = p.add_argument_group("tracking")
-    track.add_argument("--wandb-project", default=DEFAULTS.wandb_project, help="W&B project")
+    track.add_argument("--wandb-project", default=DEFAULTS.wandb_project,
+                       help=f"W&B project (default {DEFAULTS.wandb_project})")
     track.add_argument("--wandb-mode", choices=WANDB_MODES, default=None,
                        help="W&B mode (default: online when a W&B API key is configured, else offline; "
                        "upload offline runs later with 'wandb sync')")
@@ -143,6 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SpaceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.resume:
+        ignored = [flag for flag, value in (
+            ("--max-epochs", args.max_epochs), ("--grace-period", args.grace_period),
+            ("--max-concurrent", args.max_concurrent), ("--cpus-per-trial", args.cpus_per_trial),
+            ("--space", args.space), ("--latent-width", args.latent_width), ("--reparam-width", args.reparam_width),
+            ("--lr", args.lr), ("--batch-sizes", args.batch_sizes)) if value is not None]
+        if ignored:
+            print(f"note: a resumed experiment keeps its own settings; ignoring {', '.join(ignored)}", file=sys.stderr)
     if config.data_dir is not None and not Path(config.data_dir).is_dir():
         print(f"error: --data-dir {config.data_dir} does not exist", file=sys.stderr)
         return 2
