@@ -118,11 +118,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default=str(HERE / "out" / "train_throughput.json"), help="full results JSON")
     parser.add_argument("--results", default=str(HERE / "results" / "train_throughput.json"),
                         help="headline figures JSON (committed)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's own choice); 1 is steadier on a shared machine")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            print("error: --threads must be >= 1", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
     if args.repeats < 1:
         print("error: --repeats must be >= 1", file=sys.stderr)
         return 2
@@ -157,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             contenders[f"article@{batch}"] = lambda m=model, o=optimizer, ld=loader: article_epoch(m, o, ld)
         for run in contenders.values():  # one warm-up epoch each
             run()
-        for _ in range(args.repeats):  # interleaved, so that load from other processes hits all alike
+        for repeat in range(args.repeats):  # interleaved, so that load from other processes hits all alike
+            print(f"{config.latent_width}/{config.reparam_width}: round {repeat + 1} of {args.repeats}",
+                  file=sys.stderr, flush=True)
             for name, run in contenders.items():
                 result = run()
                 if name not in runs or result["samples_per_s"] > runs[name]["samples_per_s"]:
