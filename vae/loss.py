@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 
 class LossTerms(NamedTuple):
@@ -16,6 +15,34 @@ class LossTerms(NamedTuple):
     recon: torch.Tensor
     kl: torch.Tensor
     objective: torch.Tensor
+
+
+class _BCEWithLogitsSum(torch.autograd.Function):
+    """Summed binary cross-entropy from logits, computed as relu(l) - x*l - log(max(p, 1 - p)) with
+    p = sigmoid(l), and the closed-form gradient p - x.
+
+    Why not F.binary_cross_entropy_with_logits: it goes through log_sigmoid, i.e. log1p, which the
+    CPU builds of torch do not vectorise; on a 784-pixel batch that single op took about 40% of a
+    small model's training step. sigmoid + log give the same value to float32 precision (the only
+    difference, log(1 + e) rounding to 0 for e < 6e-8, is below 1e-4 nats per image) and are 2-3x
+    faster forward and backward (benchmarks/train_throughput.py).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        p = torch.sigmoid(logits)
+        ctx.save_for_backward(p, target)
+        return (logits.clamp_min(0) - target * logits - torch.log(torch.maximum(p, 1 - p))).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        p, target = ctx.saved_tensors
+        return grad * (p - target), None
+
+
+def bce_with_logits_sum(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """sum over all elements of -[x log sigmoid(l) + (1 - x) log(1 - sigmoid(l))], in nats."""
+    return _BCEWithLogitsSum.apply(logits, target)
 
 
 def kl_to_standard_normal(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -32,7 +59,7 @@ def neg_elbo(
     finite when the decoder saturates. ``x`` holds grayscale targets in [0, 1].
     """
     batch = x.shape[0]
-    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / batch
+    recon = bce_with_logits_sum(logits, x) / batch
     kl = kl_to_standard_normal(mu, log_var).sum() / batch
     return LossTerms(recon + kl, recon, kl, recon + beta * kl)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
-from vae.loss import kl_to_standard_normal, nats_per_pixel, neg_elbo
+from vae.loss import bce_with_logits_sum, kl_to_standard_normal, nats_per_pixel, neg_elbo
 
 
 def test_uninformative_decoder_costs_ln2_per_pixel() -> None:
@@ -66,3 +67,20 @@ def test_kl_is_zero_only_at_the_prior() -> None:
     assert kl_to_standard_normal(torch.zeros(1, 4), torch.zeros(1, 4)).item() == 0.0
     assert kl_to_standard_normal(torch.full((1, 4), 0.1), torch.zeros(1, 4)).item() > 0
     assert kl_to_standard_normal(torch.zeros(1, 4), torch.full((1, 4), -0.1)).item() > 0
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 30.0])
+def test_fast_bce_matches_torch_value_and_gradient(scale: float) -> None:
+    """bce_with_logits_sum replaces F.binary_cross_entropy_with_logits for speed: same value and gradient,
+    also for saturated logits."""
+    generator = torch.Generator().manual_seed(0)
+    target = torch.rand(16, 784, generator=generator)
+    logits = (torch.randn(16, 784, generator=generator, dtype=torch.float64) * scale).requires_grad_()
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, target.double(), reduction="sum")
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    value = bce_with_logits_sum(logits, target.double())
+    (grad,) = torch.autograd.grad(value, logits)
+    assert torch.allclose(value, expected, rtol=1e-10)
+    assert torch.allclose(grad, expected_grad, atol=1e-12)
+    small = (logits[:2, :5].detach().requires_grad_(), target[:2, :5].double())
+    assert torch.autograd.gradcheck(bce_with_logits_sum, small)
