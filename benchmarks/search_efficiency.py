@@ -7,8 +7,11 @@ All three run in one process, on the same data split and seed, and are charged i
     E epochs each, no early stopping;
 (b) random: Optuna's RandomSampler over the product's default search space, no early stopping, B / E
     trials of E epochs; like (c) it evaluates the article's best point (512, 64, lr 3e-4) first;
-(c) tpe: the product's default search (TPE + ASHA, SearchConfig defaults) with max_epochs E and more
-    trials than B can pay for; only its first B trial-epochs are counted (see below).
+(c) tpe: the product's default search (TPE + ASHA, SearchConfig defaults: 20 trials, grace period 2,
+    reduction factor 3) with max_epochs E; 20 trials spend more than B, and only the first B
+    trial-epochs are counted (see below). Optuna's TPE
+    draws its first 10 trials (n_startup_trials) at random, and with the same seed those are the
+    random search's draws: within a small budget (c) differs from (b) mostly by ASHA.
 
 Accounting. Every trial reports once per epoch. The reports of all trials are put in the order they
 happened and numbered 1, 2, ...: the n-th report means n trial-epochs were spent. Tune's ``timestamp``
@@ -20,7 +23,11 @@ loaded through vae.checkpoint and evaluated on the held-out test split with vae.
 "Trial-epochs to the grid's best" is the first report count at which the best-so-far is at least as
 good as the grid's best validation neg-ELBO.
 
-    VAESEARCH_DATA_DIR=../shared/mnist python benchmarks/search_efficiency.py --epochs 20
+One paired comparison per seed (``--seeds``; the seed sets the data split, the weight init and the
+samplers), then the means: a single seed decides little, since within B the searchers try only a
+dozen configurations.
+
+    VAESEARCH_DATA_DIR=../shared/mnist python benchmarks/search_efficiency.py --epochs 20 --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -60,8 +67,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None, help="IDX folder (default: $VAESEARCH_DATA_DIR)")
     parser.add_argument("--epochs", type=int, default=20, help="E: epochs per grid trial; budget B = 5 E")
     parser.add_argument("--tpe-trials", type=int, default=None,
-                        help="trials TPE + ASHA may start (default 6 per grid trial = 30; only B trial-epochs count)")
-    parser.add_argument("--seed", type=int, default=0)
+                        help="trials TPE + ASHA may start (default: SearchConfig's, 20); only B trial-epochs count")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="one paired comparison per seed (data split, trial init, samplers)")
     parser.add_argument("--no-warm-start", action="store_true",
                         help="random and TPE do not start from the article's best point")
     parser.add_argument("--storage", default=None, help="experiment folder (default: a temporary one, removed)")
@@ -164,81 +172,161 @@ def run_method(method: str, config: Any, budget: int, data: Any, seed: int) -> d
     }
 
 
+# --- one seed ------------------------------------------------------------------------------------
+
+
+def run_seed(seed: int, args: argparse.Namespace, budget: int, data_dir: str | None, storage: Path) -> dict[str, Any]:
+    """The three methods on the data split and trial seeds of ``seed``; the comparison is paired."""
+    from search.config import SearchConfig
+    from search.space import ARTICLE_GRID
+    from vae.data import load_splits
+
+    data = load_splits("mnist", data_dir, seed=seed, log_fn=lambda m: print(m, file=sys.stderr))
+    run_id = f"s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    common = common_settings(args, data_dir, storage, seed)
+    warm = not args.no_warm_start
+    configs = {
+        # Batch 128 written out: the article's grid points carry no batch size, and the searcher would draw one.
+        "grid": SearchConfig(**common, name=f"grid-{run_id}", searcher="grid", early_stopping=False,
+                             grid=tuple({**p, "batch_size": 128} for p in ARTICLE_GRID)),
+        "random": SearchConfig(**common, name=f"random-{run_id}", searcher="random", early_stopping=False,
+                               warm_start=warm, trials=budget // args.epochs),
+        "tpe": SearchConfig(**common, name=f"tpe-{run_id}", searcher="tpe", warm_start=warm, trials=args.tpe_trials),
+    }
+    results = {m: run_method(m, configs[m], budget, data, seed) for m in METHODS}
+    grid_best = results["grid"]["best_val_neg_elbo"]
+    for r in results.values():
+        r["trial_epochs_to_grid_best"] = epochs_to_reach(r["curve"][:budget], grid_best)
+    tpe, grid = results["tpe"], results["grid"]
+    reach = tpe["trial_epochs_to_grid_best"]
+    return {
+        "seed": seed, "data": data.describe(), "grid_best_val_neg_elbo": grid_best,
+        "tpe_test_gain_over_grid_nats": grid["test_neg_elbo"] - tpe["test_neg_elbo"],
+        "tpe_fraction_of_budget_to_grid_best": reach / budget if reach is not None else None,
+        "targets_met": {
+            "tpe_reaches_grid_best_within_third_of_budget": reach is not None and reach <= budget / 3,
+            "tpe_test_at_least_2_nats_better_than_grid": grid["test_neg_elbo"] - tpe["test_neg_elbo"] >= 2.0,
+        },
+        "methods": results,
+    }
+
+
+def common_settings(args: argparse.Namespace, data_dir: str | None, storage: Path, seed: int) -> dict[str, Any]:
+    return {
+        "max_epochs": args.epochs, "max_concurrent": 2, "cpus_per_trial": 1, "num_cpus": 2,
+        "data_dir": str(Path(data_dir).absolute()) if data_dir else None, "storage": str(storage),
+        "seed": seed, "wandb_mode": "disabled", "verbose": 0, "keep_checkpoints": args.epochs,
+    }
+
+
+def summarize(seeds: list[dict[str, Any]], budget: int) -> dict[str, Any]:
+    """Means over seeds, and the targets judged per seed and on the means."""
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    methods = {}
+    for method in METHODS:
+        rows = [s["methods"][method] for s in seeds]
+        reaches = [r["trial_epochs_to_grid_best"] for r in rows]
+        methods[method] = {
+            "label": LABELS[method],
+            "mean_best_val_neg_elbo": mean([r["best_val_neg_elbo"] for r in rows]),
+            "mean_test_neg_elbo": mean([r["test_neg_elbo"] for r in rows]),
+            "trial_epochs_to_grid_best": reaches,
+            "per_seed": [{k: r[k] for k in ("trials_within_budget", "best_val_neg_elbo", "test_neg_elbo",
+                                            "trial_epochs_to_grid_best", "best_config", "wall_s")} for r in rows],
+        }
+    gain = mean([s["tpe_test_gain_over_grid_nats"] for s in seeds])
+    tpe_reaches = methods["tpe"]["trial_epochs_to_grid_best"]
+    reached = sorted(r if r is not None else math.inf for r in tpe_reaches)
+    median_reach = reached[len(reached) // 2] if len(reached) % 2 else (reached[len(reached) // 2 - 1]
+                                                                      + reached[len(reached) // 2]) / 2
+    return {
+        "budget_trial_epochs": budget, "seeds": [s["seed"] for s in seeds],
+        "grid_best_val_neg_elbo": [s["grid_best_val_neg_elbo"] for s in seeds],
+        "methods": methods,
+        "tpe_mean_test_gain_over_grid_nats": gain,
+        "tpe_median_trial_epochs_to_grid_best": median_reach if math.isfinite(median_reach) else None,
+        "targets_met": {
+            "per_seed": {str(s["seed"]): s["targets_met"] for s in seeds},
+            "median_reach_within_third_of_budget": median_reach <= budget / 3,
+            "mean_test_gain_at_least_2_nats": gain >= 2.0,
+        },
+    }
+
+
 # --- output --------------------------------------------------------------------------------------
 
 
-def plot(results: dict[str, dict[str, Any]], budget: int, grid_best: float, path: Path) -> None:
+def plot(seeds: list[dict[str, Any]], budget: int, path: Path) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.subplots()
-    for method in METHODS:
-        curve = results[method]["curve"]
-        ax.step(range(1, len(curve) + 1), curve, where="post", label=LABELS[method])
-    ax.axhline(grid_best, color="k", linestyle="--", linewidth=1, label=f"grid's best val ({grid_best:.1f})")
-    ax.axvline(budget, color="grey", linestyle=":", linewidth=1, label=f"budget B = {budget} trial-epochs")
-    finite = [v for m in METHODS for v in results[m]["curve"] if math.isfinite(v)]
-    ax.set_ylim(min(finite) - 3, min(max(finite), grid_best + 60))
-    ax.set_xlabel("trial-epochs spent (all trials, in report order)")
-    ax.set_ylabel("best val neg-ELBO so far (nats)")
-    ax.set_title("search efficiency on MNIST at an equal budget")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig = Figure(figsize=(5.2 * len(seeds), 4.6))
+    axes = fig.subplots(1, len(seeds), squeeze=False)[0]
+    widths = {"grid": 1.6, "random": 3.2, "tpe": 1.6}  # random drawn wide: it often shares TPE's first trials
+    for ax, seed in zip(axes, seeds, strict=True):
+        results, grid_best = seed["methods"], seed["grid_best_val_neg_elbo"]
+        for index, method in enumerate(METHODS):
+            curve = results[method]["curve"]
+            color = f"C{index}"
+            ax.step(range(1, min(len(curve), budget) + 1), curve[:budget], where="post", color=color,
+                    linewidth=widths[method], label=LABELS[method])
+            if len(curve) > budget:  # spent beyond the budget: shown, not counted
+                ax.step(range(budget, len(curve) + 1), curve[budget - 1:], where="post", color=color, alpha=0.45,
+                        linewidth=1.2, linestyle="--", label=f"{LABELS[method]}, beyond B (not counted)")
+        ax.axhline(grid_best, color="k", linestyle="--", linewidth=1, label=f"grid's best val ({grid_best:.1f})")
+        ax.axvline(budget, color="grey", linestyle=":", linewidth=1, label=f"budget B = {budget} trial-epochs")
+        finite = [v for m in METHODS for v in results[m]["curve"] if math.isfinite(v)]
+        ax.set_ylim(min(finite) - 3, min(max(finite), grid_best + 60))
+        ax.set_xlabel("trial-epochs spent (all trials, in report order)")
+        ax.set_title(f"seed {seed['seed']}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("best val neg-ELBO so far (nats)")
+    fig.suptitle("search efficiency on MNIST at an equal budget of trial-epochs")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
 
 
-def print_table(results: dict[str, dict[str, Any]], budget: int, grid_best: float) -> None:
-    print(f"\nbudget B = {budget} trial-epochs; grid's best val neg-ELBO {grid_best:.2f} nats\n")
-    print("| method | trials (within B) | best val neg-ELBO | test neg-ELBO | trial-epochs to grid's best "
-          "| best config (latent, reparam, lr, batch) | wall time |")
-    print("|---|---:|---:|---:|---:|---|---:|")
+def print_table(seeds: list[dict[str, Any]], summary: dict[str, Any], budget: int) -> None:
+    print(f"\nbudget B = {budget} trial-epochs per method and seed (neg-ELBO in nats per image; lower is better)\n")
+    print("| seed | method | trials in B | best val | test | trial-epochs to grid's best "
+          "| best (latent, reparam, lr, batch) | wall time |")
+    print("|---:|---|---:|---:|---:|---:|---|---:|")
+    for seed in seeds:
+        for method in METHODS:
+            r = seed["methods"][method]
+            c = r["best_config"]
+            reach = r["trial_epochs_to_grid_best"]
+            print(f"| {seed['seed']} | {r['label']} | {r['trials_within_budget']} | {r['best_val_neg_elbo']:.2f} "
+                  f"| {r['test_neg_elbo']:.2f} | {reach if reach is not None else 'not reached'} "
+                  f"| {c['latent_width']}, {c['reparam_width']}, {c['lr']:.2g}, {c['batch_size']} "
+                  f"| {r['wall_s']:.0f} s |")
     for method in METHODS:
-        r = results[method]
-        c = r["best_config"]
-        reach = r["trial_epochs_to_grid_best"]
-        print(f"| {r['label']} | {r['trials_within_budget']} | {r['best_val_neg_elbo']:.2f} | {r['test_neg_elbo']:.2f} "
-              f"| {reach if reach is not None else 'not reached'} | {c['latent_width']}, {c['reparam_width']}, "
-              f"{c['lr']:.2g}, {c['batch_size']} | {r['wall_s']:.0f} s |")
+        m = summary["methods"][method]
+        print(f"| mean | {m['label']} | | {m['mean_best_val_neg_elbo']:.2f} | {m['mean_test_neg_elbo']:.2f} "
+              f"| {', '.join(str(r) if r is not None else '-' for r in m['trial_epochs_to_grid_best'])} | | |")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     from search.config import ConfigError, SearchConfig
-    from search.space import ARTICLE_GRID
     from vae.data import DataError, load_splits
 
     if args.epochs < 2:
         print("error: --epochs must be at least 2 (ASHA's grace period)", file=sys.stderr)
         return 2
+    if not args.seeds or len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+        print("error: --seeds must be distinct integers >= 0", file=sys.stderr)
+        return 2
     budget = GRID_TRIALS * args.epochs
     data_dir = args.data_dir or os.environ.get("VAESEARCH_DATA_DIR")
-    try:
-        data = load_splits("mnist", data_dir, seed=args.seed, log_fn=lambda m: print(m, file=sys.stderr))
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     storage = Path(args.storage).absolute() if args.storage else Path(tempfile.mkdtemp(prefix="vaesearch-eff-"))
-    run_id = time.strftime("%Y%m%d-%H%M%S")
-    common = {
-        "max_epochs": args.epochs, "max_concurrent": 2, "cpus_per_trial": 1, "num_cpus": 2,
-        "data_dir": str(Path(data_dir).absolute()) if data_dir else None, "storage": str(storage),
-        "seed": args.seed, "wandb_mode": "disabled", "verbose": 0, "keep_checkpoints": args.epochs,
-    }
-    warm = not args.no_warm_start
     try:
-        base = SearchConfig(**common)
-        tpe_trials = args.tpe_trials or 6 * GRID_TRIALS
-        configs = {
-            # Batch 128 written out: the grid points carry no batch size, and the searcher would draw one.
-            "grid": SearchConfig(**common, name=f"grid-{run_id}", searcher="grid", early_stopping=False,
-                                 grid=tuple({**p, "batch_size": 128} for p in ARTICLE_GRID)),
-            "random": SearchConfig(**common, name=f"random-{run_id}", searcher="random", early_stopping=False,
-                                   warm_start=warm, trials=budget // args.epochs),
-            "tpe": SearchConfig(**common, name=f"tpe-{run_id}", searcher="tpe", warm_start=warm, trials=tpe_trials),
-        }
-    except ConfigError as exc:
+        load_splits("mnist", data_dir, seed=args.seeds[0], log_fn=lambda _: None)
+        base = SearchConfig(**common_settings(args, data_dir, storage, args.seeds[0]), trials=args.tpe_trials)
+    except (DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -248,51 +336,42 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     started = time.perf_counter()
     try:
-        results = {m: run_method(m, configs[m], budget, data, args.seed) for m in METHODS}
+        seeds = [run_seed(seed, args, budget, data_dir, storage) for seed in args.seeds]
     finally:
         ray.shutdown()
         if not args.storage:
             shutil.rmtree(storage, ignore_errors=True)
     total_s = time.perf_counter() - started
 
-    grid_best = results["grid"]["best_val_neg_elbo"]
-    for r in results.values():
-        r["trial_epochs_to_grid_best"] = epochs_to_reach(r["curve"][:budget], grid_best)
-    tpe, grid = results["tpe"], results["grid"]
-    reach = tpe["trial_epochs_to_grid_best"]
-    targets = {
-        "tpe_reaches_grid_best_within_third_of_budget": reach is not None and reach <= budget / 3,
-        "tpe_test_at_least_2_nats_better_than_grid": grid["test_neg_elbo"] - tpe["test_neg_elbo"] >= 2.0,
-    }
-    headline = {
-        "budget_trial_epochs": budget, "epochs_per_grid_trial": args.epochs, "grid_best_val_neg_elbo": grid_best,
-        "methods": {m: {k: results[m][k] for k in ("label", "trials_within_budget", "best_val_neg_elbo",
-                                                    "test_neg_elbo", "trial_epochs_to_grid_best", "best_config",
-                                                    "wall_s")} for m in METHODS},
-        "tpe_test_gain_over_grid_nats": grid["test_neg_elbo"] - tpe["test_neg_elbo"],
-        "tpe_fraction_of_budget_to_grid_best": reach / budget if reach is not None else None,
-        "targets_met": targets,
-    }
+    summary = summarize(seeds, budget)
+    warm = not args.no_warm_start
+    headline = {"epochs_per_grid_trial": args.epochs, "tpe_trials": base.num_samples,
+                "warm_start_random_and_tpe": warm, "total_wall_s": total_s, **summary}
     report = {
         "environment": {"torch": torch.__version__, "ray": ray.__version__, "python": platform.python_version(),
-                        "cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg(), "data": data.describe()},
-        "settings": {"epochs_per_grid_trial": args.epochs, "budget_trial_epochs": budget, "seed": args.seed,
-                     "tpe_trials": tpe_trials, "warm_start_random_and_tpe": warm, "max_concurrent": 2,
+                        "cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg()},
+        "settings": {"epochs_per_grid_trial": args.epochs, "budget_trial_epochs": budget, "seeds": args.seeds,
+                     "tpe_trials": base.num_samples, "warm_start_random_and_tpe": warm, "max_concurrent": 2,
                      "cpus_per_trial": 1, "grace_period": base.grace_period,
                      "reduction_factor": base.reduction_factor, "space": base.space.to_dict()},
-        "total_wall_s": total_s, **headline, "details": results,
+        "total_wall_s": total_s, "summary": summary, "per_seed": seeds,
     }
-    print_table(results, budget, grid_best)
-    print(f"\nTPE + ASHA: grid's best after {reach} of {budget} trial-epochs "
-          f"({'n/a' if reach is None else f'{reach / budget:.0%}'} of the grid's cost); test neg-ELBO "
-          f"{headline['tpe_test_gain_over_grid_nats']:+.2f} nats better than the grid. Random and TPE "
-          f"{'start from' if warm else 'do not get'} the article's best point. Targets: {targets}")
+    print_table(seeds, summary, budget)
+    for seed in seeds:
+        spent = seed["methods"]["tpe"]["trial_epochs_run"]
+        if spent < budget:
+            print(f"note: seed {seed['seed']}: TPE + ASHA spent only {spent} of {budget} trial-epochs "
+                  "(raise --tpe-trials)")
+    print(f"\nTPE + ASHA vs the grid: test neg-ELBO {summary['tpe_mean_test_gain_over_grid_nats']:+.2f} nats "
+          f"better on average; trial-epochs to the grid's best: "
+          f"{summary['methods']['tpe']['trial_epochs_to_grid_best']} of {budget} per seed. Random and TPE "
+          f"{'start from' if warm else 'do not get'} the article's best point. Targets: {summary['targets_met']}")
     print(f"total {total_s:.0f} s")
 
     for path, content in ((Path(args.out), report), (Path(args.results), headline)):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(content, indent=2) + "\n")
-    plot(results, budget, grid_best, Path(args.png))
+    plot(seeds, budget, Path(args.png))
     Path(args.docs_png).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.png, args.docs_png)
     print(f"wrote {args.out}, {args.results}, {args.png}, {args.docs_png}")
