@@ -111,7 +111,8 @@ def trial_epoch_curve(results: tune.ResultGrid) -> list[tuple[int, float]]:
         frame = result.metrics_dataframe
         if frame is None or METRIC not in frame:
             continue
-        reports.extend(zip(frame["timestamp"].astype(float), frame[METRIC].astype(float), strict=True))
+        clock = "reported_at" if "reported_at" in frame else "timestamp"
+        reports.extend(zip(frame[clock].astype(float), frame[METRIC].astype(float), strict=True))
     curve, best = [], math.inf
     for spent, (_, value) in enumerate(sorted(reports, key=lambda r: r[0]), 1):
         best = min(best, value) if math.isfinite(value) else best

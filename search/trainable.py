@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from search.trial_state import Progress, load_trial_checkpoint, save_trial_check
 from vae.config import ModelConfig, TrainConfig
 from vae.data import load_splits
 from vae.model import LinearVAE, count_parameters
-from vae.train import NonFiniteLossError, evaluate, pick_device, seed_everything, train_epoch
+from vae.train import NonFiniteLossError, evaluate, make_optimizer, pick_device, seed_everything, train_epoch
 
 METRIC = "val_neg_elbo"
 MODE = "min"
@@ -66,7 +67,7 @@ def train_vae(config: dict[str, Any]) -> None:
 
     seed_everything(settings.seed)
     model = LinearVAE(model_config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr)
+    optimizer = make_optimizer(model, train_config.lr)
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     progress = Progress()
     checkpoint = tune.get_checkpoint()
@@ -101,6 +102,7 @@ def train_vae(config: dict[str, Any]) -> None:
             val = evaluate(model, data.val.images, seed=settings.seed)
             metrics = {
                 "epoch": epoch,
+                "reported_at": time.time(),  # Tune's own timestamp is whole seconds: too coarse to order reports
                 "val_neg_elbo": val["neg_elbo"], "val_recon": val["recon"], "val_kl": val["kl"],
                 "active_units": val["active_units"],
                 "train_neg_elbo": train["neg_elbo"], "train_recon": train["recon"], "train_kl": train["kl"],

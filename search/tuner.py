@@ -159,11 +159,14 @@ def latest_restorable(config: SearchConfig) -> str | None:
 def build_searcher(config: SearchConfig, name: str) -> Searcher:
     """OptunaSearch over ``config.space`` (define-by-run), seeded, under a ConcurrencyLimiter."""
     if config.searcher == "tpe":
-        sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=config.seed)
+        # Optuna's default of 10 random startup trials is half of a 20-trial search; with 5 the TPE model
+        # guides most of it (benchmarks/search_efficiency.py: about 7 nats better within the same budget).
+        startup = max(5, min(10, config.num_samples // 4))
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=startup)
     else:
         sampler = optuna.samplers.RandomSampler(seed=config.seed)
     if config.searcher == "grid":
-        points = [dict(p) for p in config.grid]
+        points = [config.space.seed_point(dict(p)) for p in config.grid]  # the space's batch size too
     else:
         points = [config.space.seed_point()] if config.warm_start else []
     study_storage = None

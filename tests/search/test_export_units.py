@@ -30,6 +30,15 @@ def test_curve_counts_trial_epochs_in_report_order_and_keeps_the_running_best():
     assert trial_epoch_curve([a, b, never]) == [(1, 150.0), (2, 130.0), (3, 130.0), (4, 120.0), (5, 119.0)]
 
 
+def test_curve_orders_reports_within_one_second_by_the_float_clock():
+    # Tune's timestamp is whole seconds: both trials report in second 7, in the opposite order.
+    a = SimpleNamespace(metrics_dataframe=pd.DataFrame(
+        {"timestamp": [7, 7], "reported_at": [7.9, 7.95], "val_neg_elbo": [140.0, 110.0]}))
+    b = SimpleNamespace(metrics_dataframe=pd.DataFrame(
+        {"timestamp": [7], "reported_at": [7.1], "val_neg_elbo": [150.0]}))
+    assert trial_epoch_curve([a, b]) == [(1, 150.0), (2, 140.0), (3, 110.0)]
+
+
 def test_trial_checkpoint_round_trip_restores_weights_optimizer_and_generator(tmp_path):
     torch.manual_seed(0)
     model = LinearVAE(ModelConfig(32, 4))

@@ -103,3 +103,15 @@ def test_config_round_trips_through_its_stored_form():
     config = SearchConfig(trials=7, max_epochs=3, grace_period=1, space=SearchSpace(lr=(1e-4, 1e-3), batch_size=(128,)),
                           inject_nan=NanInjection(epoch=2, latent_width=64), storage="/tmp/x", name="exp")
     assert SearchConfig.from_dict(json.loads(config.to_json())) == config
+
+
+def test_grid_points_get_a_fixed_batch_size_and_tpe_starts_modelling_early(tmp_path):
+    from search.tuner import build_searcher
+
+    grid = build_searcher(SearchConfig(searcher="grid", storage=str(tmp_path)), "grid-exp")
+    points = grid.searcher._points_to_evaluate
+    assert [p["batch_size"] for p in points] == [128] * len(ARTICLE_GRID)
+    assert [(p["latent_width"], p["reparam_width"]) for p in points] == [
+        (p["latent_width"], p["reparam_width"]) for p in ARTICLE_GRID]
+    tpe = build_searcher(SearchConfig(trials=20, storage=str(tmp_path)), "tpe-exp")
+    assert tpe.searcher._sampler._n_startup_trials == 5
