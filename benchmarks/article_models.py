@@ -11,12 +11,11 @@ printed as Markdown for the README.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
+from reporting import add_output_args, add_threads_arg, apply_threads, write_reports
 
 from vae.config import ModelConfig, TrainConfig
 from vae.data import DATASETS, DataError, load_splits
@@ -24,7 +23,7 @@ from vae.model import count_parameters
 from vae.train import evaluate, fit, pick_device
 
 ARTICLE_PAIRS = ((32, 4), (64, 8), (128, 16), (256, 32), (512, 64))
-HERE = Path(__file__).resolve().parent
+
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,21 +35,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N]")
-    parser.add_argument("--out", default=str(HERE / "out" / "article_models.json"), help="full results JSON")
-    parser.add_argument("--results", default=str(HERE / "results" / "article_models.json"),
-                        help="headline figures JSON (committed)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's own choice); 1 is steadier on a shared machine")
+    add_output_args(parser, "article_models")
+    add_threads_arg(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            print("error: --threads must be >= 1", file=sys.stderr)
-            return 2
-        torch.set_num_threads(args.threads)
+    if not apply_threads(args.threads):
+        return 2
     try:
         train_config = TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed)
         device = pick_device(args.device)
@@ -94,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seed": args.seed, "device": device.type, "threads": torch.get_num_threads(),
                 "torch": torch.__version__, "unit": "nats per image (neg-ELBO, one posterior sample)"}
     report = {"settings": settings, "rows": rows}
-    for path in (args.out, args.results):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.out} and {args.results}")
+    write_reports(args.out, report, args.results, report)
     return 0
 
 

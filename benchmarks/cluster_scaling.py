@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from reporting import add_output_args, write_reports
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests" / "cluster"))  # the local multi-node cluster helper
@@ -88,9 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=os.environ.get("VAESEARCH_DATA_DIR"),
                         help="MNIST IDX folder (default $VAESEARCH_DATA_DIR; none: torchvision downloads)")
     parser.add_argument("--storage", default=str(HERE / "out" / "cluster_scaling"))
-    parser.add_argument("--out", default=str(HERE / "out" / "cluster_scaling.json"), help="full results JSON")
-    parser.add_argument("--results", default=str(HERE / "results" / "cluster_scaling.json"),
-                        help="headline figures JSON (committed)")
+    add_output_args(parser, "cluster_scaling")
     args = parser.parse_args(argv)
     if args.data_dir:
         args.data_dir = str(Path(args.data_dir).absolute())
@@ -123,10 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"median wall time: 1 node x 2 CPUs {one:.1f} s, 2 nodes x 1 CPU {two:.1f} s, ratio {two / one:.3f} "
           f"(same trials in every run: {same_trials})")
-    for path, data in ((args.out, {**headline, "runs": runs}), (args.results, headline)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(data, indent=2) + "\n")
-    print(f"wrote {args.out} and {args.results}")
+    write_reports(args.out, {**headline, "runs": runs}, args.results, headline)
     return 0
 
 

@@ -33,7 +33,6 @@ dozen configurations.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -44,6 +43,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from reporting import add_output_args, write_reports
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -73,8 +74,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-warm-start", action="store_true",
                         help="random and TPE do not start from the article's best point")
     parser.add_argument("--storage", default=None, help="experiment folder (default: a temporary one, removed)")
-    parser.add_argument("--out", default=str(HERE / "out" / "search_efficiency.json"))
-    parser.add_argument("--results", default=str(HERE / "results" / "search_efficiency.json"))
+    add_output_args(parser, "search_efficiency")
     parser.add_argument("--png", default=str(HERE / "out" / "search_efficiency.png"))
     parser.add_argument("--docs-png", default=str(REPO / "docs" / "search_efficiency.png"))
     return parser.parse_args(argv)
@@ -368,9 +368,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'start from' if warm else 'do not get'} the article's best point. Targets: {summary['targets_met']}")
     print(f"total {total_s:.0f} s")
 
-    for path, content in ((Path(args.out), report), (Path(args.results), headline)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(content, indent=2) + "\n")
+    write_reports(args.out, report, args.results, headline)
     plot(seeds, budget, Path(args.png))
     Path(args.docs_png).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.png, args.docs_png)

@@ -16,16 +16,15 @@ that batch), and at batch 32 the split of wall time between data and step.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from reporting import add_output_args, add_threads_arg, apply_threads, write_reports
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
@@ -39,7 +38,7 @@ BATCHES = (32, 128, 512)
 ARTICLE_BATCH = 32
 LR = 3e-4
 DEFAULT_BATCH = TrainConfig().batch_size
-HERE = Path(__file__).resolve().parent
+
 
 
 class ToTensorMNIST(Dataset):
@@ -115,21 +114,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help="IDX folder (default: $VAESEARCH_DATA_DIR, else download)")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per loop and setting; best is kept")
-    parser.add_argument("--out", default=str(HERE / "out" / "train_throughput.json"), help="full results JSON")
-    parser.add_argument("--results", default=str(HERE / "results" / "train_throughput.json"),
-                        help="headline figures JSON (committed)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's own choice); 1 is steadier on a shared machine")
+    add_output_args(parser, "train_throughput")
+    add_threads_arg(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            print("error: --threads must be >= 1", file=sys.stderr)
-            return 2
-        torch.set_num_threads(args.threads)
+    if not apply_threads(args.threads):
+        return 2
     if args.repeats < 1:
         print("error: --repeats must be >= 1", file=sys.stderr)
         return 2
@@ -221,17 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     environment = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
                    "processor": platform.processor(), "train_images": len(images), "repeats": args.repeats,
                    "data": f"{data.dataset} train split of the offline IDX files"}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"environment": environment, "rows": rows, "targets": targets}, indent=2))
     headline_keys = ("latent_width", "reparam_width", "batch_size", "ours_samples_per_s", "article_b32_samples_per_s",
                      "speedup_vs_article_b32", "speedup_vs_article_same_batch", "ours_gflops", "matmul_gflops",
                      "fraction_of_matmul", "ours_data_s", "ours_step_s")
     headline = {"environment": environment, "targets": targets,
                 "rows": [{k: (round(r[k], 3) if isinstance(r[k], float) else r[k]) for k in headline_keys}
                          for r in rows]}
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps(headline, indent=2) + "\n")
-    print(f"wrote {args.out} and {args.results}")
+    write_reports(args.out, {"environment": environment, "rows": rows, "targets": targets}, args.results, headline)
     return 0
 
 
