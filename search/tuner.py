@@ -6,9 +6,13 @@ state (``SearchGenerator``: ``counter`` / ``total_samples``) and restores it fro
 a restored run creates exactly the trials still missing. To let ``--resume --trials N`` extend an
 experiment, the driver writes the requested total into ``BUDGET_FILE`` at the experiment root
 (Tune copies every ``.json`` there into its staging folder on restore) and ``TrialBudget`` raises
-``total_samples`` to it after Tune's own restore. The Optuna study (TPE sampler and all trials) is
-part of the searcher state Tune saves; with a local storage it is also kept in ``STUDY_FILE``
-(SQLite) so that it can be inspected.
+``total_samples`` to it after Tune's own restore.
+
+The Optuna study (TPE sampler and all trials) lives in memory and is part of the searcher state Tune
+snapshots, so after a crash the study and Tune's trial table are restored from the same moment. (A study
+kept in SQLite runs ahead of that snapshot: a trial that finished after it is COMPLETE there but is
+resumed by Tune, and Optuna refuses its new results.) For inspection, every snapshot also writes a
+copy of the study to ``STUDY_FILE`` (SQLite) next to Tune's experiment state.
 """
 
 from __future__ import annotations
@@ -79,27 +83,45 @@ class TrialBudget(SearchGenerator):
             if wanted > self._total_samples:
                 self._total_samples = wanted
                 self._finished = False
-        base: Any = self.searcher
-        while hasattr(base, "searcher"):
-            base = base.searcher
-        study = getattr(base, "_ot_study", None)
-        abandoned = _fail_abandoned_asks(study, getattr(base, "_ot_trials", {})) if study is not None else 0
+        study = _optuna_study(self)
         sampler = type(study.sampler).__name__ if study is not None else "none"
         known = len(study.trials) if study is not None else 0
-        print(f"restored searcher state: {type(base).__name__} with {sampler}, {known} trials in its study "
-              f"({abandoned} abandoned asks marked FAIL); {self._counter} of {self._total_samples} trials created "
-              "so far", flush=True)
+        print(f"restored searcher state: {type(_base_searcher(self)).__name__} with {sampler}, {known} trials in "
+              f"its study; {self._counter} of {self._total_samples} trials created so far", flush=True)
+
+    def save_to_dir(self, dirpath: str, session_str: str) -> None:
+        super().save_to_dir(dirpath, session_str)
+        study = _optuna_study(self)
+        if study is not None:
+            write_study_copy(study, Path(dirpath) / STUDY_FILE)
 
 
-def _fail_abandoned_asks(study: optuna.Study, live: dict[str, Any]) -> int:
-    """A study in SQLite runs ahead of Tune's last saved searcher state: a trial asked for after that
-    snapshot (and lost with the driver) stays RUNNING there forever. Mark such asks FAIL."""
-    restored = {trial.number for trial in live.values()}
-    abandoned = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-                 if t.number not in restored]
-    for number in abandoned:
-        study.tell(number, state=optuna.trial.TrialState.FAIL)
-    return len(abandoned)
+def _base_searcher(search_alg: SearchGenerator) -> Any:
+    base: Any = search_alg.searcher
+    while hasattr(base, "searcher"):
+        base = base.searcher
+    return base
+
+
+def _optuna_study(search_alg: SearchGenerator) -> optuna.Study | None:
+    return getattr(_base_searcher(search_alg), "_ot_study", None)
+
+
+def write_study_copy(study: optuna.Study, path: Path) -> None:
+    """Write ``study`` (all trials, attributes) to a fresh SQLite file at ``path``, atomically."""
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line at every snapshot
+    try:
+        copy = optuna.create_study(study_name=study.study_name, storage=f"sqlite:///{partial}",
+                                   directions=study.directions)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    for key, value in study.user_attrs.items():
+        copy.set_user_attr(key, value)
+    copy.add_trials(study.get_trials(deepcopy=False))
+    os.replace(partial, path)
 
 
 # --- Ray ---------------------------------------------------------------------------------------
@@ -169,13 +191,8 @@ def build_searcher(config: SearchConfig, name: str) -> Searcher:
         points = [config.space.seed_point(dict(p)) for p in config.grid]  # the space's batch size too
     else:
         points = [config.space.seed_point()] if config.warm_start else []
-    study_storage = None
-    if not config.storage_is_uri:
-        study_path = config.local_experiment_dir(name) / STUDY_FILE
-        study_path.parent.mkdir(parents=True, exist_ok=True)
-        study_storage = optuna.storages.RDBStorage(f"sqlite:///{study_path}")
     searcher = OptunaSearch(space=config.space.suggest, metric=METRIC, mode=MODE, points_to_evaluate=points,
-                            sampler=sampler, study_name=name, storage=study_storage)
+                            sampler=sampler, study_name=name)
     return ConcurrencyLimiter(searcher, max_concurrent=config.max_concurrent)
 
 
