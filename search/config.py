@@ -63,7 +63,7 @@ class SearchConfig:
     space: SearchSpace = field(default_factory=SearchSpace)
     searcher: Searcher = "tpe"  # "random": same space, Optuna's RandomSampler; "grid": one trial per grid point
     early_stopping: bool = True  # ASHA on or off (off: every trial runs max_epochs)
-    warm_start: bool = True  # enqueue the article's best point first (tpe and random)
+    warm_start: bool = True  # evaluate the known baselines in the space first (tpe and random)
     grid: tuple[dict[str, Any], ...] = ARTICLE_GRID
     max_failures: int = 2  # retries of a failed trial (from its last checkpoint), FailureConfig
     keep_checkpoints: int = 2  # per trial, the best by val_neg_elbo (CheckpointConfig.num_to_keep)
@@ -113,11 +113,6 @@ class SearchConfig:
                 need(len(self.grid) > 0, "the grid is empty")
                 for point in self.grid:
                     self.space.check(dict(point))
-            elif self.warm_start:
-                try:
-                    self.space.seed_point()
-                except SpaceError as exc:
-                    raise ConfigError(f"the warm-start {exc} (widen the space or pass --no-warm-start)") from exc
         except SpaceError as exc:
             raise ConfigError(str(exc)) from exc
         if self.inject_nan is not None:

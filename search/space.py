@@ -14,8 +14,12 @@ from typing import Any
 
 import yaml
 
-# The article's best pair at its learning rate: the known starting point every search is seeded with.
+# Known baselines every search evaluates first (where they lie in the space), before the searcher samples:
+# the article's best pair at its learning rate, and the canonical PyTorch VAE (pytorch/examples vae/main.py:
+# 400 hidden units, a 20-dimensional code, Adam at lr 1e-3, batch 128).
 ARTICLE_BEST = {"latent_width": 512, "reparam_width": 64, "lr": 3e-4}
+PYTORCH_EXAMPLE = {"latent_width": 400, "reparam_width": 20, "lr": 1e-3}
+WARM_START = (ARTICLE_BEST, PYTORCH_EXAMPLE)
 # The article's hand-written "search": five (latent, reparam) pairs at lr 3e-4.
 ARTICLE_GRID = tuple({"latent_width": 2**k, "reparam_width": 2 ** (k - 3), "lr": 3e-4} for k in range(5, 10))
 PARAMS = ("latent_width", "reparam_width", "lr", "batch_size")
@@ -114,6 +118,17 @@ class SearchSpace:
         if len(self.batch_size) == 1:
             point.pop("batch_size")  # fixed value, not a searched parameter
         return point
+
+    def warm_start_points(self) -> list[dict[str, Any]]:
+        """The baselines of ``WARM_START`` that lie in this space, as seed points (a narrowed space keeps
+        the ones inside it)."""
+        points = []
+        for baseline in WARM_START:
+            try:
+                points.append(self.seed_point(baseline))
+            except SpaceError:
+                continue
+        return points
 
     def check(self, point: dict[str, Any]) -> None:
         """Raise SpaceError unless ``point`` lies in the space."""

@@ -190,7 +190,7 @@ def build_searcher(config: SearchConfig, name: str) -> Searcher:
     if config.searcher == "grid":
         points = [config.space.seed_point(dict(p)) for p in config.grid]  # the space's batch size too
     else:
-        points = [config.space.seed_point()] if config.warm_start else []
+        points = config.space.warm_start_points() if config.warm_start else []
     searcher = OptunaSearch(space=config.space.suggest, metric=METRIC, mode=MODE, points_to_evaluate=points,
                             sampler=sampler, study_name=name)
     return ConcurrencyLimiter(searcher, max_concurrent=config.max_concurrent)
@@ -316,4 +316,7 @@ def _announce(config: SearchConfig, name: str, restore: bool, total: int, log: C
         f"{config.max_concurrent} concurrent, {config.cpus_per_trial} CPU + {config.gpus_per_trial:g} GPU per trial; "
         f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; W&B {config.wandb_mode}")
     log(config.space.describe())
+    if config.searcher != "grid":
+        points = config.space.warm_start_points() if config.warm_start else []
+        log("warm start: " + ("; ".join(", ".join(f"{k} {v:g}" for k, v in p.items()) for p in points) or "none"))
     sys.stdout.flush()

@@ -6,12 +6,13 @@ import optuna
 import pytest
 
 from search.config import ConfigError, NanInjection, SearchConfig
-from search.space import ARTICLE_BEST, ARTICLE_GRID, SearchSpace, SpaceError
+from search.space import ARTICLE_BEST, ARTICLE_GRID, PYTORCH_EXAMPLE, SearchSpace, SpaceError
 
 
 def test_default_space_contains_the_article_point_and_grid():
     space = SearchSpace()
     assert space.seed_point() == {**ARTICLE_BEST, "batch_size": 128}
+    assert space.warm_start_points() == [{**ARTICLE_BEST, "batch_size": 128}, {**PYTORCH_EXAMPLE, "batch_size": 128}]
     for point in ARTICLE_GRID:
         space.check(point)
     assert [(p["latent_width"], p["reparam_width"]) for p in ARTICLE_GRID] == [
@@ -55,10 +56,12 @@ def test_define_by_run_space_never_samples_reparam_above_latent():
         study.tell(trial, 0.0)
 
 
-def test_seed_point_outside_the_space_is_a_config_error():
-    with pytest.raises(ConfigError, match="outside the space"):
-        SearchConfig(space=SearchSpace(latent_width=(16, 128)))
-    SearchConfig(space=SearchSpace(latent_width=(16, 128)), warm_start=False)  # fine without the seed
+def test_a_narrowed_space_keeps_only_the_baselines_inside_it():
+    assert SearchSpace(latent_width=(16, 450)).warm_start_points() == [{**PYTORCH_EXAMPLE, "batch_size": 128}]
+    assert SearchSpace(latent_width=(16, 128)).warm_start_points() == []
+    SearchConfig(space=SearchSpace(latent_width=(16, 128)))  # no baseline inside: a plain search, not an error
+    with pytest.raises(SpaceError, match="outside the space"):
+        SearchSpace(latent_width=(16, 128)).seed_point()
 
 
 @pytest.mark.parametrize("changes, fragment", [
