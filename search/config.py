@@ -126,6 +126,11 @@ class SearchConfig:
         return DEFAULT_TRIALS if self.trials is None else self.trials
 
     @property
+    def warm_start_points(self) -> list[dict[str, Any]]:
+        """What random and TPE evaluate before sampling: the known baselines inside the space, or none."""
+        return self.space.warm_start_points() if self.warm_start and self.searcher != "grid" else []
+
+    @property
     def storage_is_uri(self) -> bool:
         return is_uri(self.storage)
 

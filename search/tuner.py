@@ -108,7 +108,10 @@ def _optuna_study(search_alg: SearchGenerator) -> optuna.Study | None:
 
 
 def write_study_copy(study: optuna.Study, path: Path) -> None:
-    """Write ``study`` (all trials, attributes) to a fresh SQLite file at ``path``, atomically."""
+    """Write ``study`` (all trials, attributes) to a fresh SQLite file at ``path``, atomically.
+
+    What ``optuna.copy_study`` does, from a Study object: that function wants the source storage, which a
+    Study does not expose publicly."""
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
     verbosity = optuna.logging.get_verbosity()
@@ -190,7 +193,7 @@ def build_searcher(config: SearchConfig, name: str) -> Searcher:
     if config.searcher == "grid":
         points = [config.space.seed_point(dict(p)) for p in config.grid]  # the space's batch size too
     else:
-        points = config.space.warm_start_points() if config.warm_start else []
+        points = config.warm_start_points
     searcher = OptunaSearch(space=config.space.suggest, metric=METRIC, mode=MODE, points_to_evaluate=points,
                             sampler=sampler, study_name=name)
     return ConcurrencyLimiter(searcher, max_concurrent=config.max_concurrent)
@@ -317,6 +320,6 @@ def _announce(config: SearchConfig, name: str, restore: bool, total: int, log: C
         f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; W&B {config.wandb_mode}")
     log(config.space.describe())
     if config.searcher != "grid":
-        points = config.space.warm_start_points() if config.warm_start else []
+        points = config.warm_start_points
         log("warm start: " + ("; ".join(", ".join(f"{k} {v:g}" for k, v in p.items()) for p in points) or "none"))
     sys.stdout.flush()

@@ -38,7 +38,7 @@ def _recon_sum(logits: torch.Tensor, target: torch.Tensor, p: torch.Tensor) -> t
     p = sigmoid(l): the same function as torch's (log(max(p, 1 - p)) is -log(1 + exp(-|l|))) with one
     transcendental pass (the sigmoid, which the gradient needs anyway) instead of torch's log_sigmoid,
     whose log1p the CPU builds of torch do not vectorise (40% of a small model's step)."""
-    scratch = torch.rsub(p, 1.0)  # one scratch buffer: fresh batch-sized allocations cost page faults
+    scratch = torch.rsub(p, 1.0)  # one batch-sized scratch buffer, reused below instead of two more
     sum_log_larger = _sum_log_at_least_half(torch.maximum(p, scratch, out=scratch))
     relu_sum = torch.clamp_min(logits, 0.0, out=scratch).sum()
     return relu_sum - torch.dot(target.reshape(-1), logits.reshape(-1)) - sum_log_larger

@@ -59,7 +59,10 @@ def test_define_by_run_space_never_samples_reparam_above_latent():
 def test_a_narrowed_space_keeps_only_the_baselines_inside_it():
     assert SearchSpace(latent_width=(16, 450)).warm_start_points() == [{**PYTORCH_EXAMPLE, "batch_size": 128}]
     assert SearchSpace(latent_width=(16, 128)).warm_start_points() == []
-    SearchConfig(space=SearchSpace(latent_width=(16, 128)))  # no baseline inside: a plain search, not an error
+    assert SearchConfig(space=SearchSpace(latent_width=(16, 128))).warm_start_points == []  # not an error
+    assert len(SearchConfig().warm_start_points) == 2
+    assert SearchConfig(warm_start=False).warm_start_points == []
+    assert SearchConfig(searcher="grid").warm_start_points == []  # the grid's points are its own
     with pytest.raises(SpaceError, match="outside the space"):
         SearchSpace(latent_width=(16, 128)).seed_point()
 
