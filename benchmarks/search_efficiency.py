@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     plot(seeds, budget, Path(args.png))
     Path(args.docs_png).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.png, args.docs_png)
-    print(f"wrote {args.out}, {args.results}, {args.png}, {args.docs_png}")
+    print(f"wrote {args.png} and {args.docs_png}")
     return 0
 
 
