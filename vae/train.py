@@ -67,9 +67,9 @@ def train_epoch(
     recon_total = torch.zeros((), device=images.device)
     kl_total = torch.zeros((), device=images.device)
     data_s = step_s = 0.0
-    for first in range(0, n, batch_size):
+    for batch_indices in perm.split(batch_size):
         t0 = time.perf_counter()
-        x = torch.index_select(images, 0, perm[first : first + batch_size])  # 3x faster than images[idx]
+        x = torch.index_select(images, 0, batch_indices)  # 3x faster than images[idx]
         t1 = time.perf_counter()
         out = model(x)
         terms = neg_elbo(x, out.logits, out.mu, out.log_var, beta)
