@@ -4,7 +4,9 @@ The article's loop: torchvision's MNIST dataset, which turns each uint8 image in
 applies ``transforms.ToTensor()`` per sample, a ``DataLoader`` (batch 32, shuffled, no workers), the
 same LinearVAE and the same Adam, and the article's per-pixel loss (corrected to actually step).
 Both loops see the same offline IDX images and are measured side by side in one run, interleaved,
-best of ``--repeats``.
+best of ``--repeats``, under each thread count of ``--threads`` (by default torch's own choice on
+this machine, which is how both scripts run when nobody sets it, and 1, which is what a search trial
+gets with its default of one CPU).
 
 Also printed: the loop's achieved GFLOP/s (training ~= 3x vae.model.flops_per_sample) next to a
 matmul-only figure (timed ``torch.mm`` of exactly the model's forward and backward GEMM shapes at
@@ -16,13 +18,14 @@ that batch), and at batch 32 the split of wall time between data and step.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
-from reporting import add_output_args, add_threads_arg, apply_threads, write_reports
+from reporting import add_output_args, write_reports
 from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import MNIST, VisionDataset
@@ -110,14 +113,65 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help="IDX folder (default: $VAESEARCH_DATA_DIR, else download)")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per loop and setting; best is kept")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="torch intra-op thread counts to measure, each for every loop "
+                             "(default: torch's own choice on this machine, and 1)")
     add_output_args(parser, "train_throughput")
-    add_threads_arg(parser)
     return parser.parse_args(argv)
+
+
+def _measure(config: ModelConfig, images: torch.Tensor, article_data: InMemoryMNIST, thread_counts: list[int],
+             repeats: int) -> dict[tuple[int, str], dict]:
+    """Best epoch of every loop (ours at each batch, the article's at 32 and at each batch) under every
+    thread count; all of them interleaved round by round, so that load from other processes hits all alike."""
+    contenders = {}
+    for batch in BATCHES:
+        torch.manual_seed(0)
+        model = LinearVAE(config)
+        optimizer = make_optimizer(model, LR)  # what vae.train.fit uses
+        generator = torch.Generator().manual_seed(0)
+        contenders[f"ours@{batch}"] = (lambda m=model, o=optimizer, b=batch, g=generator:
+                                       train_epoch(m, o, images, batch_size=b, generator=g))
+    for batch in sorted({ARTICLE_BATCH, *BATCHES}):
+        torch.manual_seed(0)
+        model = LinearVAE(config)
+        optimizer = torch.optim.Adam(model.parameters(), lr=LR)  # as the article writes it
+        loader = DataLoader(article_data, batch_size=batch, shuffle=True)
+        contenders[f"article@{batch}"] = lambda m=model, o=optimizer, ld=loader: article_epoch(m, o, ld)
+    runs: dict[tuple[int, str], dict] = {}
+    for repeat in range(repeats + 1):  # round 0 warms up
+        print(f"{config.latent_width}/{config.reparam_width}: round {repeat} of {repeats}"
+              + (" (warm-up)" if repeat == 0 else ""), file=sys.stderr, flush=True)
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            for name, run in contenders.items():
+                result = run()
+                key = (threads, name)
+                if repeat and (key not in runs or result["samples_per_s"] > runs[key]["samples_per_s"]):
+                    runs[key] = result
+    return runs
+
+
+def _targets(rows: list[dict], threads: int) -> dict[str, bool]:
+    def at(latent: int, batch: int) -> dict:
+        return next(r for r in rows if r["threads"] == threads and r["latent_width"] == latent
+                    and r["batch_size"] == batch)
+
+    small, large = at(MODELS[0].latent_width, DEFAULT_BATCH), at(MODELS[1].latent_width, DEFAULT_BATCH)
+    return {
+        "small_speedup_at_default_batch_ge_10": small["speedup_vs_article_b32"] >= 10,
+        "large_speedup_at_default_batch_ge_3": large["speedup_vs_article_b32"] >= 3,
+        "large_half_of_matmul_at_default_batch": large["fraction_of_matmul"] >= 0.5,
+        "batch32_faster_than_article": all(at(m.latent_width, 32)["speedup_vs_article_b32"] > 1 for m in MODELS),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    if not apply_threads(args.threads):
+    default_threads = torch.get_num_threads()
+    thread_counts = list(dict.fromkeys(args.threads or [default_threads, 1]))
+    if any(t < 1 for t in thread_counts):
+        print("error: --threads must be >= 1", file=sys.stderr)
         return 2
     if args.repeats < 1:
         print("error: --repeats must be >= 1", file=sys.stderr)
@@ -131,88 +185,66 @@ def main(argv: list[str] | None = None) -> int:
     uint8_images = (images * 255).round().to(torch.uint8).reshape(-1, 28, 28)
     article_data = InMemoryMNIST(uint8_images, data.train.labels)
     cpu = platform.processor() or platform.machine()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}; "
-          f"{len(images)} training images per epoch, best of {args.repeats}")
+    print(f"torch {torch.__version__}, {cpu}, {os.cpu_count()} cores (torch's default: {default_threads} threads); "
+          f"threads measured: {thread_counts}; {len(images)} training images per epoch, best of {args.repeats}")
 
     rows = []
     for config in MODELS:
-        runs: dict[str, dict] = {}
-        contenders = {}
-        for batch in BATCHES:
-            torch.manual_seed(0)
-            model = LinearVAE(config)
-            optimizer = make_optimizer(model, LR)  # what vae.train.fit uses
-            generator = torch.Generator().manual_seed(0)
-            contenders[f"ours@{batch}"] = (lambda m=model, o=optimizer, b=batch, g=generator:
-                                           train_epoch(m, o, images, batch_size=b, generator=g))
-        for batch in sorted({ARTICLE_BATCH, *BATCHES}):
-            torch.manual_seed(0)
-            model = LinearVAE(config)
-            optimizer = torch.optim.Adam(model.parameters(), lr=LR)  # as the article writes it
-            loader = DataLoader(article_data, batch_size=batch, shuffle=True)
-            contenders[f"article@{batch}"] = lambda m=model, o=optimizer, ld=loader: article_epoch(m, o, ld)
-        for run in contenders.values():  # one warm-up epoch each
-            run()
-        for repeat in range(args.repeats):  # interleaved, so that load from other processes hits all alike
-            print(f"{config.latent_width}/{config.reparam_width}: round {repeat + 1} of {args.repeats}",
-                  file=sys.stderr, flush=True)
-            for name, run in contenders.items():
-                result = run()
-                if name not in runs or result["samples_per_s"] > runs[name]["samples_per_s"]:
-                    runs[name] = result
-        article_sps = runs[f"article@{ARTICLE_BATCH}"]["samples_per_s"]
-        for batch in BATCHES:
-            ours = runs[f"ours@{batch}"]
-            article_same = runs[f"article@{batch}"]
-            train_flops = 3 * flops_per_sample(config)
-            rows.append({
-                "latent_width": config.latent_width, "reparam_width": config.reparam_width, "batch_size": batch,
-                "ours_samples_per_s": ours["samples_per_s"],
-                "article_b32_samples_per_s": article_sps,
-                "speedup_vs_article_b32": ours["samples_per_s"] / article_sps,
-                "article_same_batch_samples_per_s": article_same["samples_per_s"],
-                "speedup_vs_article_same_batch": ours["samples_per_s"] / article_same["samples_per_s"],
-                "ours_gflops": ours["samples_per_s"] * train_flops / 1e9,
-                "matmul_gflops": matmul_gflops(config, batch, args.repeats),
-                "ours_data_s": ours["data_s"], "ours_step_s": ours["step_s"], "ours_time_s": ours["time_s"],
-                "article_data_s": article_same["data_s"], "article_step_s": article_same["step_s"],
-                "article_time_s": article_same["time_s"],
-            })
-            rows[-1]["fraction_of_matmul"] = rows[-1]["ours_gflops"] / rows[-1]["matmul_gflops"]
+        runs = _measure(config, images, article_data, thread_counts, args.repeats)
+        train_flops = 3 * flops_per_sample(config)
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            article_sps = runs[threads, f"article@{ARTICLE_BATCH}"]["samples_per_s"]
+            for batch in BATCHES:
+                ours, article_same = runs[threads, f"ours@{batch}"], runs[threads, f"article@{batch}"]
+                row = {
+                    "threads": threads, "latent_width": config.latent_width, "reparam_width": config.reparam_width,
+                    "batch_size": batch,
+                    "ours_samples_per_s": ours["samples_per_s"],
+                    "article_b32_samples_per_s": article_sps,
+                    "speedup_vs_article_b32": ours["samples_per_s"] / article_sps,
+                    "article_same_batch_samples_per_s": article_same["samples_per_s"],
+                    "speedup_vs_article_same_batch": ours["samples_per_s"] / article_same["samples_per_s"],
+                    "ours_gflops": ours["samples_per_s"] * train_flops / 1e9,
+                    "matmul_gflops": matmul_gflops(config, batch, args.repeats),
+                    "ours_data_s": ours["data_s"], "ours_step_s": ours["step_s"], "ours_time_s": ours["time_s"],
+                    "article_data_s": article_same["data_s"], "article_step_s": article_same["step_s"],
+                    "article_time_s": article_same["time_s"],
+                }
+                row["fraction_of_matmul"] = row["ours_gflops"] / row["matmul_gflops"]
+                rows.append(row)
+    torch.set_num_threads(default_threads)
 
-    header = (f"{'model':>8} {'batch':>5} {'ours/s':>9} {'article@32/s':>12} {'x':>6} {'article@b/s':>11} "
+    targets = {}
+    for threads in thread_counts:
+        print(f"\n{threads} thread{'s' if threads > 1 else ''}"
+              + (" (torch's default here)" if threads == default_threads else "") + ":")
+        print(f"{'model':>8} {'batch':>5} {'ours/s':>9} {'article@32/s':>12} {'x':>6} {'article@b/s':>11} "
               f"{'x':>6} {'GFLOP/s':>8} {'mm GFLOP/s':>10} {'of mm':>6}")
-    print(header)
-    for r in rows:
-        print(f"{r['latent_width']:>4}/{r['reparam_width']:<3} {r['batch_size']:>5} {r['ours_samples_per_s']:>9.0f} "
-              f"{r['article_b32_samples_per_s']:>12.0f} {r['speedup_vs_article_b32']:>6.1f} "
-              f"{r['article_same_batch_samples_per_s']:>11.0f} {r['speedup_vs_article_same_batch']:>6.1f} "
-              f"{r['ours_gflops']:>8.1f} {r['matmul_gflops']:>10.1f} {r['fraction_of_matmul']:>6.0%}")
-    print("\nbatch 32, where an epoch's time goes (s):")
-    for r in rows:
-        if r["batch_size"] == ARTICLE_BATCH:
-            print(f"  {r['latent_width']}/{r['reparam_width']}: ours data {r['ours_data_s']:.3f} + step "
-                  f"{r['ours_step_s']:.3f} of {r['ours_time_s']:.3f}; article data {r['article_data_s']:.3f} + step "
-                  f"{r['article_step_s']:.3f} of {r['article_time_s']:.3f}")
+        for r in (r for r in rows if r["threads"] == threads):
+            print(f"{r['latent_width']:>4}/{r['reparam_width']:<3} {r['batch_size']:>5} "
+                  f"{r['ours_samples_per_s']:>9.0f} {r['article_b32_samples_per_s']:>12.0f} "
+                  f"{r['speedup_vs_article_b32']:>6.1f} "
+                  f"{r['article_same_batch_samples_per_s']:>11.0f} {r['speedup_vs_article_same_batch']:>6.1f} "
+                  f"{r['ours_gflops']:>8.1f} {r['matmul_gflops']:>10.1f} {r['fraction_of_matmul']:>6.0%}")
+        print("batch 32, where an epoch's time goes (s):")
+        for r in rows:
+            if r["threads"] == threads and r["batch_size"] == ARTICLE_BATCH:
+                print(f"  {r['latent_width']}/{r['reparam_width']}: ours data {r['ours_data_s']:.3f} + step "
+                      f"{r['ours_step_s']:.3f} of {r['ours_time_s']:.3f}; article data {r['article_data_s']:.3f} + "
+                      f"step {r['article_step_s']:.3f} of {r['article_time_s']:.3f}")
+        targets[f"{threads}_threads"] = _targets(rows, threads)
+        print(f"targets at batch {DEFAULT_BATCH} (and 32):",
+              ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets[f"{threads}_threads"].items()))
 
-    def at(latent: int, batch: int) -> dict:
-        return next(r for r in rows if r["latent_width"] == latent and r["batch_size"] == batch)
-
-    small, large = at(MODELS[0].latent_width, DEFAULT_BATCH), at(MODELS[1].latent_width, DEFAULT_BATCH)
-    targets = {
-        "small_speedup_at_default_batch_ge_10": small["speedup_vs_article_b32"] >= 10,
-        "large_speedup_at_default_batch_ge_3": large["speedup_vs_article_b32"] >= 3,
-        "large_half_of_matmul_at_default_batch": large["fraction_of_matmul"] >= 0.5,
-        "batch32_faster_than_article": all(at(m.latent_width, 32)["speedup_vs_article_b32"] > 1 for m in MODELS),
-    }
-    print("\ntargets at batch", DEFAULT_BATCH, "(and 32):", ", ".join(f"{k}: {'met' if v else 'MISSED'}"
-                                                             for k, v in targets.items()))
-    environment = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+    environment = {"torch": torch.__version__, "cpu_count": os.cpu_count(), "torch_default_threads": default_threads,
+                   "threads_measured": thread_counts, "machine": platform.machine(),
                    "processor": platform.processor(), "train_images": len(images), "repeats": args.repeats,
                    "data": f"{data.dataset} train split of the offline IDX files"}
-    headline_keys = ("latent_width", "reparam_width", "batch_size", "ours_samples_per_s", "article_b32_samples_per_s",
-                     "speedup_vs_article_b32", "speedup_vs_article_same_batch", "ours_gflops", "matmul_gflops",
-                     "fraction_of_matmul", "ours_data_s", "ours_step_s")
+    headline_keys = ("threads", "latent_width", "reparam_width", "batch_size", "ours_samples_per_s",
+                     "article_b32_samples_per_s", "speedup_vs_article_b32", "speedup_vs_article_same_batch",
+                     "ours_gflops", "matmul_gflops", "fraction_of_matmul", "ours_data_s", "ours_step_s",
+                     "article_data_s", "article_step_s")
     headline = {"environment": environment, "targets": targets,
                 "rows": [{k: (round(r[k], 3) if isinstance(r[k], float) else r[k]) for k in headline_keys}
                          for r in rows]}
