@@ -1,12 +1,22 @@
 """Checkpoints as a folder: ``model.safetensors`` (weights only, no pickle) and ``checkpoint.json``
 (model config, data set, metrics, training config, versions), so that a reader can rebuild the
-model without knowing how it was trained and without executing anything stored in the files."""
+model without knowing how it was trained and without executing anything stored in the files.
+
+A checkpoint is untrusted input (the app serves folders a user points it at). Reading one checks, in
+this order and before anything is allocated from its contents: the size and nesting of checkpoint.json,
+the types and bounds of its fields (vae.config's MAX_* widths), then the safetensors header (its size,
+dtypes, shapes and offsets against the file size), then the tensor shapes against a model of the
+validated config built on torch's "meta" device (no memory). Only then are the weights read.
+Every failure is a CheckpointError with a one-line message.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import platform
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -16,7 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vae.config import ModelConfig, TrainConfig
+from vae.config import MAX_DEPTH, MAX_INPUT_DIM, MAX_LATENT_WIDTH, MAX_REPARAM_WIDTH, ModelConfig, TrainConfig
 from vae.data import Split
 from vae.model import LinearVAE
 
@@ -26,6 +36,18 @@ EXAMPLES_FILE = "examples.safetensors"
 EXAMPLES_PER_CLASS = 32
 FORMAT = "vaesearch-checkpoint"
 FORMAT_VERSION = 1
+# Versions this reader accepts: format 2 (written by the deeper models) adds an optional model_config
+# "depth"; a config without it means depth 1, which keeps format 1's layer names.
+READABLE_VERSIONS = tuple(range(1, max(FORMAT_VERSION, 2) + 1))
+MAX_META_BYTES = 1 << 20  # checkpoint.json; a real one is about 1 KB
+MAX_META_DEPTH = 8  # nesting of checkpoint.json (a real one has 3 levels)
+MAX_HEADER_BYTES = 1 << 20  # a safetensors header; a real one is well under 4 KB
+MAX_EXAMPLES = 100_000  # images in examples.safetensors (save_checkpoint keeps 32 per class)
+MODEL_CONFIG_BOUNDS = {"latent_width": MAX_LATENT_WIDTH, "reparam_width": MAX_REPARAM_WIDTH,
+                       "input_dim": MAX_INPUT_DIM, "depth": MAX_DEPTH}
+_DTYPE_NAMES = {torch.float32: "F32", torch.uint8: "U8", torch.int64: "I64"}
+_DTYPE_BYTES = {"F32": 4, "U8": 1, "I64": 8, "F16": 2, "BF16": 2, "F64": 8, "I32": 4, "I16": 2, "I8": 1,
+                "U16": 2, "U32": 4, "U64": 8, "BOOL": 1}
 
 
 class CheckpointError(RuntimeError):
@@ -87,7 +109,8 @@ def save_checkpoint(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
     }
-    (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=float))
+    # allow_nan=False: a non-finite metric fails here, rather than writing a file read_meta refuses.
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=float, allow_nan=False))
     if examples is not None:
         _save_examples(directory / EXAMPLES_FILE, examples)
     return directory
@@ -107,6 +130,11 @@ def _save_examples(path: Path, examples: Split) -> None:
 def _load_examples(path: Path, input_dim: int) -> Split | None:
     if not path.is_file():
         return None
+    header = read_safetensors_header(path)
+    count = header.get("labels", {}).get("shape", [None])[0]
+    if not isinstance(count, int) or not 0 < count <= MAX_EXAMPLES:
+        raise CheckpointError(f"{path} must hold 1 to {MAX_EXAMPLES} labelled images")
+    check_shapes(path, header, {"images": ((count, input_dim), "U8"), "labels": ((count,), "I64")})
     try:
         tensors = load_file(str(path))
         images, labels = tensors["images"], tensors["labels"]
@@ -118,33 +146,164 @@ def _load_examples(path: Path, input_dim: int) -> Split | None:
 
 
 def read_meta(directory: str | Path) -> dict[str, Any]:
-    """The checkpoint's JSON description, validated."""
+    """The checkpoint's JSON description, validated (size, nesting, types and bounds; see the module doc)."""
     directory = _checkpoint_dir(directory)
+    path = directory / META_FILE
     try:
-        meta = json.loads((directory / META_FILE).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{directory / META_FILE} is not a readable checkpoint description ({exc})") from exc
+        size = path.stat().st_size
+        if size > MAX_META_BYTES:
+            raise CheckpointError(f"{path} is {size:,} bytes; a checkpoint description is at most {MAX_META_BYTES:,}")
+        meta = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_refuse_constant)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:
+        reason = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise CheckpointError(f"{path} is not a readable checkpoint description ({reason})") from exc
+    if _nesting(meta) > MAX_META_DEPTH:
+        raise CheckpointError(f"{path} is nested more than {MAX_META_DEPTH} levels deep")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{directory / META_FILE} is not a {FORMAT} file")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{directory} was written by a newer vaesearch (format {meta['format_version']})")
+        raise CheckpointError(f"{path} is not a {FORMAT} file")
+    version = meta.get("format_version")
+    if not _is_int(version) or version < 1:
+        raise CheckpointError(f"{path} has an invalid format_version {version!r} (an integer from 1)")
+    if version not in READABLE_VERSIONS:
+        raise CheckpointError(f"{directory} was written by a newer vaesearch (format {version}; "
+                              f"this one reads {', '.join(map(str, READABLE_VERSIONS))})")
+    _check_model_config(path, meta.get("model_config"))
+    for key in ("metrics", "train_config", "versions"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise CheckpointError(f"{path}: {key} must be an object, got {type(meta[key]).__name__}")
+    if not isinstance(meta.get("dataset", "mnist"), str):
+        raise CheckpointError(f"{path}: dataset must be a string")
     return meta
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _nesting(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (iterative: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            if level > MAX_META_DEPTH:
+                break
+            stack.extend((child, level + 1) for child in item)
+    return deepest
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_model_config(path: Path, config: Any) -> None:
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} has no valid model_config (an object is required)")
+    unknown = sorted(set(config) - set(MODEL_CONFIG_BOUNDS))
+    if unknown:
+        raise CheckpointError(f"{path}: unknown model_config key(s) {', '.join(map(str, unknown))[:200]}")
+    for key in ("latent_width", "reparam_width"):
+        if key not in config:
+            raise CheckpointError(f"{path}: model_config lacks {key}")
+    for key, value in config.items():
+        if not _is_int(value) or not 1 <= value <= MODEL_CONFIG_BOUNDS[key]:
+            shown = repr(value) if isinstance(value, (int, float, bool)) or value is None else type(value).__name__
+            raise CheckpointError(f"{path}: model_config {key} must be an integer from 1 to "
+                                  f"{MODEL_CONFIG_BOUNDS[key]}, got {shown[:40]}")
+
+
+def model_config_from_meta(meta: dict[str, Any]) -> ModelConfig:
+    """The ModelConfig of a validated description; ``depth`` is passed on where ModelConfig has it."""
+    data = dict(meta["model_config"])
+    depth = data.pop("depth", 1)
+    if "depth" in {f.name for f in fields(ModelConfig)}:
+        data["depth"] = depth
+    elif depth != 1:
+        raise CheckpointError(f"this vaesearch builds depth-1 models only; the checkpoint has depth {depth}")
+    try:
+        return ModelConfig(**data)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"invalid model_config ({exc})") from exc
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The tensors a safetensors file declares ({name: {"dtype", "shape", "data_offsets"}}), checked
+    against the file's size, without reading any tensor data."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            prefix = file.read(8)
+            if len(prefix) < 8:
+                raise CheckpointError(f"{path} is not a valid safetensors file (only {size} bytes)")
+            (length,) = struct.unpack("<Q", prefix)
+            if length > MAX_HEADER_BYTES or length > size - 8:
+                raise CheckpointError(f"{path} is not a valid safetensors file for this project: it declares a "
+                                      f"{length:,}-byte header (at most {MAX_HEADER_BYTES:,}; file {size:,} bytes)")
+            header = json.loads(file.read(length).decode("utf-8"), parse_constant=_refuse_constant)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = type(exc).__name__
+        raise CheckpointError(f"{path} is not a valid safetensors file: unreadable header ({reason})") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} is not a valid safetensors file: invalid header")
+    header.pop("__metadata__", None)
+    data_bytes = size - 8 - length
+    end = 0
+    for name, info in header.items():
+        ok = (isinstance(info, dict) and info.get("dtype") in _DTYPE_BYTES and isinstance(info.get("shape"), list)
+              and len(info["shape"]) <= 4 and all(_is_int(d) and d >= 0 for d in info["shape"])
+              and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2
+              and all(_is_int(o) for o in info["data_offsets"]))
+        if not ok:
+            raise CheckpointError(f"{path} is not a valid safetensors file: tensor {str(name)[:60]!r} has an invalid "
+                                  "header entry")
+        start, stop = info["data_offsets"]
+        nbytes = math.prod(info["shape"]) * _DTYPE_BYTES[info["dtype"]]
+        if not 0 <= start <= stop <= data_bytes or stop - start != nbytes:
+            raise CheckpointError(f"{path} is not a valid safetensors file: tensor {str(name)[:60]!r} does not fit "
+                                  "the file (truncated or corrupt)")
+        end = max(end, stop)
+    if end != data_bytes:
+        raise CheckpointError(f"{path} is not a valid safetensors file: {data_bytes - end:,} bytes that its header "
+                              "does not account for")
+    return header
+
+
+def check_shapes(path: Path, header: dict[str, Any], expected: dict[str, tuple[tuple[int, ...], str]]) -> None:
+    """Raise CheckpointError unless the header declares exactly ``expected`` ({name: (shape, dtype)})."""
+    found = {name: (tuple(info["shape"]), info["dtype"]) for name, info in header.items()}
+    if found != expected:
+        missing = sorted(set(expected) - set(found))
+        wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+        unexpected = sorted(set(found) - set(expected))
+        raise CheckpointError(
+            f"{path} does not match its config: missing {missing or 'none'}, wrong shape or dtype "
+            f"{wrong or 'none'}, unexpected {unexpected[:5] or 'none'}{' ...' if len(unexpected) > 5 else ''}"
+        )
+
+
+def expected_weights(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{name: (shape, dtype)} of a LinearVAE of ``config``, from a model built on the "meta" device."""
+    with torch.device("meta"):
+        model = LinearVAE(config)
+    return {k: (tuple(v.shape), _DTYPE_NAMES[v.dtype]) for k, v in model.state_dict().items()}
 
 
 def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
     """Rebuild the model from a checkpoint folder (or the path of one of its two files).
 
-    Only safetensors is read for weights: nothing in the files is ever executed.
+    Only safetensors is read for weights: nothing in the files is ever executed. Everything is
+    validated (see the module doc) before a tensor is allocated.
     """
     directory = _checkpoint_dir(directory)
     meta = read_meta(directory)
-    try:
-        config = ModelConfig.from_dict(meta["model_config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{directory / META_FILE} has no valid model_config ({exc})") from exc
+    config = model_config_from_meta(meta)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{weights} is missing")
+    check_shapes(weights, read_safetensors_header(weights), expected_weights(config))
     try:
         state = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -152,16 +311,10 @@ def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -
             f"{weights} is not a valid safetensors file, truncated or of another format ({exc})"
         ) from exc
     model = LinearVAE(config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()}
-    if expected != found:
-        missing = sorted(set(expected) - set(found))
-        wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
-        raise CheckpointError(
-            f"{weights} does not match its config {config.to_dict()}: missing {missing or 'none'}, "
-            f"wrong shape {wrong or 'none'}, unexpected {sorted(set(found) - set(expected)) or 'none'}"
-        )
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights} does not match its config {config.to_dict()} ({exc})") from exc
     model.to(device).eval()
     return Checkpoint(model, meta, _load_examples(directory / EXAMPLES_FILE, config.input_dim))
 

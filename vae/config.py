@@ -6,6 +6,13 @@ from dataclasses import asdict, dataclass
 
 IMAGE_SIDE = 28
 INPUT_DIM = IMAGE_SIDE * IMAGE_SIDE
+# Bounds a checkpoint's model_config must satisfy before any model is built from it (vae.checkpoint):
+# generous for this project's search space (latent 16..1024, code 2..128) and small enough that the
+# largest model allowed, at the deepest depth, fits in a few hundred MB.
+MAX_LATENT_WIDTH = 4096
+MAX_REPARAM_WIDTH = 1024
+MAX_INPUT_DIM = 4 * INPUT_DIM
+MAX_DEPTH = 3
 
 
 @dataclass(frozen=True)
