@@ -4,8 +4,11 @@
     python -m serve.app --experiment results/NAME
     python -m serve.app --checkpoint runs/vae-512-64/checkpoint --port 7861
 
-Each view is also an API endpoint (gradio_client): /generate, /prior, /interpolate, /reconstruct,
-/model_info, /switch_model. Set VAESEARCH_AUTH="user:password" to require a login.
+Each view is also an API endpoint (gradio_client, or POST /gradio_api/call/<name>): /generate, /prior,
+/interpolate, /reconstruct, /model_info, /switch_model; every call goes through the queue
+(--concurrency, --max-queue), and the queue-bypassing /gradio_api/run/<name> routes are closed.
+Uploads: PNG, JPEG, WebP, GIF or BMP only, at most 10 MB and 4096x4096 pixels.
+Set VAESEARCH_AUTH="user:password" to require a login.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from gradio.utils import get_upload_folder  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from search.layout import DEFAULT_STORAGE, latest_experiment  # noqa: E402
+from serve.components import digit_sketchpad, digit_upload, log_refusal, quiet_refusals  # noqa: E402
 from serve.experiment import ExperimentError  # noqa: E402
-from serve.images import MAX_INPUT_PIXELS  # noqa: E402
+from serve.images import FORMAT_NAMES, MAX_INPUT_PIXELS  # noqa: E402
 from serve.service import (  # noqa: E402
     MAX_NOISE,
     MAX_SAMPLES,
@@ -49,6 +53,9 @@ from vae.checkpoint import EXAMPLES_PER_CLASS, CheckpointError  # noqa: E402
 
 AUTH_ENV = "VAESEARCH_AUTH"
 MAX_UPLOAD = "10mb"
+MAX_SIDE = int(MAX_INPUT_PIXELS**0.5)
+UPLOAD_LIMITS = (f"{FORMAT_NAMES} only; at most {MAX_UPLOAD.upper().replace('MB', ' MB')} and "
+                 f"{MAX_INPUT_PIXELS:,} pixels (e.g. {MAX_SIDE}x{MAX_SIDE})")
 # Scale the small grids up to their frame, as crisp squares rather than a blur.
 CSS = ".pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
 
@@ -56,13 +63,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _user_errors(fn: F) -> F:
-    """Turn the service's InvalidRequest into a gr.Error: a visible message, no traceback in the log."""
+    """Turn the service's InvalidRequest into a gr.Error: a visible message, one line in the log, no traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except InvalidRequest as exc:
+            log_refusal(fn.__name__, str(exc))
             raise gr.Error(str(exc), print_exception=False) from exc
 
     return wrapper  # type: ignore[return-value]
@@ -191,14 +199,15 @@ def build_app(service: VAEService) -> gr.Blocks:
 
         with gr.Tab("Reconstruct"):
             with gr.Row():
-                r_sketch = gr.Sketchpad(label="Draw a digit (pick the brush on the left first)", type="pil",
-                                        image_mode="L", canvas_size=(280, 280),
-                                        brush=gr.Brush(default_size=12, colors=["#000000"], color_mode="fixed"),
-                                        layers=False)
-                # type="filepath" with image_mode=None: Gradio reads only the header (see main() for its
-                # size limit); serve.images checks the size again before decoding.
-                r_upload = gr.Image(label="...or upload an image (used if present)", type="filepath",
-                                    image_mode=None, sources=["upload", "clipboard"])
+                r_sketch = digit_sketchpad(label="Draw a digit (pick the brush on the left first)",
+                                           image_mode="L", canvas_size=(280, 280),
+                                           brush=gr.Brush(default_size=12, colors=["#000000"], color_mode="fixed"),
+                                           layers=False)
+                # serve.components: neither component decodes anything itself; serve.images opens the file
+                # with the allowed formats only and checks its size before decoding.
+                r_upload = digit_upload(label=f"...or upload an image (used if present): {UPLOAD_LIMITS}",
+                                        image_mode=None, sources=["upload", "clipboard"],
+                                        placeholder=f"Drop a digit image here\n\n{UPLOAD_LIMITS}")
                 with gr.Column():
                     r_input = _output_image("What the model sees (28x28)", height=160)
                     r_out = _output_image("Reconstruction", height=160)
@@ -218,6 +227,7 @@ def build_app(service: VAEService) -> gr.Blocks:
             m_status = gr.Markdown(label="Switch status")
             m_button.click(switch_model, m_trial, [m_info, m_board, served_md, m_status], api_name="switch_model")
         demo.load(model_info, None, [m_info, m_board, served_md], api_name="model_info")
+    quiet_refusals(demo)
     return demo
 
 
@@ -276,14 +286,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.torch_threads)
-    # Gradio opens uploads (and decodes sketches) before a handler runs. Pillow refuses, from the header
-    # and before decoding, images over 2 * MAX_IMAGE_PIXELS: at half the app's cap, nothing larger than
-    # the cap is ever decoded. show_error=True below lets those refusals reach the user with Pillow's
-    # message ("exceeds limit of ... pixels", "cannot identify image file") instead of a bare "Error".
+    # Uploads and sketches are opened by serve.images only (serve.components), with the allowed formats and
+    # the size checked first. As a second line, Pillow itself refuses, from the header and before decoding,
+    # images over 2 * MAX_IMAGE_PIXELS: at half the app's cap, nothing larger than the cap is ever decoded.
     Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS // 2
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     demo = build_app(service)
-    demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
+    # api_open=False closes the /gradio_api/run/<name> (and /api/<name>) routes, which would run handlers
+    # outside the queue and so outside --concurrency and --max-queue; /call/<name> and the browser's
+    # /queue/join go through the queue.
+    demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue, api_open=False)
     demo.launch(server_name=args.host, server_port=args.port, auth=auth, share=args.share, max_file_size=MAX_UPLOAD,
                 css=CSS, ssr_mode=False, mcp_server=False, enable_monitoring=False, show_error=True)
     return 0

@@ -1,10 +1,15 @@
 """Turning a user's image (an upload or a sketch) into what the model sees: 28x28, grayscale,
-light ink on a dark background, values in [0, 1]. Size is checked from the header before any
-pixel is decoded, so a huge image is refused without allocating its pixels."""
+light ink on a dark background, values in [0, 1].
+
+User bytes only ever reach the decoders of ALLOWED_FORMATS (Pillow's ``formats=``: without it every
+installed plugin may read the file, and EPS hands it to Ghostscript). Size is checked from the header
+before any pixel is decoded, so a huge image is refused without allocating its pixels.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -12,6 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from vae.config import IMAGE_SIDE
 
 MAX_INPUT_PIXELS = 4096 * 4096
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+FORMAT_NAMES = "PNG, JPEG, WebP, GIF or BMP"
 INK_THRESHOLD = 0.1  # pixels brighter than this (after inversion) count as ink for the bounding box
 
 
@@ -19,10 +26,11 @@ class ImageInputError(ValueError):
     """The image cannot be used; the message is meant for the user."""
 
 
-def open_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
-    """Open an image file, refusing non-images and images over ``max_pixels`` before decoding."""
+def open_image(path: str | Path | BinaryIO, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
+    """Open an image file (a path or a binary file object) with the decoders of ALLOWED_FORMATS only,
+    refusing other files and images over ``max_pixels`` before decoding."""
     try:
-        image = Image.open(path)
+        image = Image.open(path, formats=ALLOWED_FORMATS)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise ImageInputError(_open_error(exc)) from exc
     check_size(image, max_pixels)
@@ -36,7 +44,7 @@ def open_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Im
 def _open_error(exc: Exception) -> str:
     if isinstance(exc, Image.DecompressionBombError):
         return f"the image is too large (at most {MAX_INPUT_PIXELS:,} pixels)"
-    return "the file is not an image PIL can read (use PNG, JPEG, WebP, GIF or BMP)"
+    return f"the file is not an image this app reads ({FORMAT_NAMES} only)"
 
 
 def check_size(image: Image.Image, max_pixels: int = MAX_INPUT_PIXELS) -> None:
@@ -50,26 +58,43 @@ def check_size(image: Image.Image, max_pixels: int = MAX_INPUT_PIXELS) -> None:
 def to_model_input(image: Image.Image, *, digit_box: int = 20, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:
     """A [28, 28] float32 array in [0, 1], light ink on black, as the training images are.
 
-    Transparent areas count as white paper. A dark-ink-on-light-paper image (judged by its border)
-    is inverted. A 28x28 image is then taken as is; any other size is cropped to its ink, scaled so
+    Transparent areas count as white paper. The paper's level is the median of the border; an
+    image whose ink lies further below that level than above it (dark ink) is inverted, and the
+    paper's level is then mapped to 0 (grey paper becomes black, full ink stays 1). A 28x28 image is
+    then taken as is; any other size is cropped to its ink, scaled so
     its longer side is ``digit_box`` pixels (MNIST's digits fill a 20x20 box; Fashion-MNIST's items
     fill the frame, 28) and placed in a 28x28 frame with its centre of mass in the middle, as MNIST
     was made.
     """
     check_size(image, max_pixels)
     image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-    gray = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    gray = _gray(image)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if border.mean() > 0.5:
-        gray = 1.0 - gray
+    background = float(np.median(border))
+    if background - gray.min() > gray.max() - background:  # the ink is darker than the paper
+        gray, background = 1.0 - gray, 1.0 - background
+    if background > 0:  # grey paper: its level becomes black, full ink stays white
+        gray = np.clip((gray - background) / max(1.0 - background, 1e-6), 0.0, 1.0)
     if gray.max() < INK_THRESHOLD:
         raise ImageInputError("the image is blank: draw or upload a digit")
     if gray.shape == (IMAGE_SIDE, IMAGE_SIDE):
         return gray
     return _center(_fit(gray, digit_box))
+
+
+def _gray(image: Image.Image) -> np.ndarray:
+    """Grayscale in [0, 1] by the image's own range: 16-bit images (modes I;16*, and I as Pillow opens
+    16-bit PNGs) over 65535, others over 255. Transparent areas count as white paper."""
+    if image.mode.startswith("I"):
+        gray = np.asarray(image, dtype=np.float64)
+        gray = (gray / 65535.0).astype(np.float32)
+        if "transparency" in image.info and isinstance(image.info["transparency"], int):
+            gray[np.asarray(image) == image.info["transparency"]] = 1.0
+        return np.clip(gray, 0.0, 1.0)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
 
 
 def _fit(gray: np.ndarray, box: int) -> np.ndarray:
