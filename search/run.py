@@ -130,6 +130,8 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
     if data_dir is not None:
         data_dir = str(Path(data_dir).expanduser().absolute())
     storage = args.storage if is_uri(args.storage) else str(Path(args.storage).expanduser().absolute())
+    if not is_uri(storage):
+        _check_storage(Path(storage))
     return SearchConfig(
         **options,
         gpus_per_trial=args.gpus_per_trial, dataset=args.dataset, data_dir=data_dir, address=args.address,
@@ -138,6 +140,16 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         searcher=args.searcher, early_stopping=not args.no_early_stopping, warm_start=not args.no_warm_start,
         verbose=args.verbose,
     )
+
+
+def _check_storage(path: Path) -> None:
+    """--storage must be a folder or a path where one can be created (no file on the way)."""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                what = "is a file" if folder == path else f"lies under the file {folder}"
+                raise ConfigError(f"--storage {path} {what}: give a folder for the experiments")
+            return
 
 
 def main(argv: list[str] | None = None) -> int:

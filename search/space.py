@@ -8,6 +8,7 @@ with its upper bound clipped to the latent width, so a code never gets wider tha
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ WARM_START = (ARTICLE_BEST, PYTORCH_EXAMPLE)
 # The article's hand-written "search": five (latent, reparam) pairs at lr 3e-4.
 ARTICLE_GRID = tuple({"latent_width": 2**k, "reparam_width": 2 ** (k - 3), "lr": 3e-4} for k in range(5, 10))
 PARAMS = ("latent_width", "reparam_width", "lr", "batch_size")
+MAX_SPACE_FILE_BYTES = 64 * 1024
 
 
 class SpaceError(ValueError):
@@ -50,7 +52,7 @@ class SearchSpace:
             raise SpaceError(f"lr bounds must satisfy 0 < low <= high, got {low}..{high}")
         if not self.batch_size or any(not isinstance(b, int) or isinstance(b, bool) or b < 1
                                       for b in self.batch_size):
-            raise SpaceError(f"batch_size choices must be positive integers, got {self.batch_size!r}")
+            raise SpaceError(f"batch_size choices must be positive integers, got {_short(self.batch_size)}")
         if self.reparam_width[0] > self.latent_width[1]:
             raise SpaceError(
                 f"reparam_width low {self.reparam_width[0]} exceeds latent_width high {self.latent_width[1]}: "
@@ -66,33 +68,38 @@ class SearchSpace:
         base = base or cls()
         if not isinstance(data, dict):
             raise SpaceError(f"a search space must be a mapping of parameter to range, got {type(data).__name__}")
-        unknown = sorted(set(data) - set(PARAMS))
+        unknown = sorted(k if isinstance(k, str) else _short(k) for k in set(data) - set(PARAMS))
         if unknown:
             raise SpaceError(f"unknown search space parameter(s) {', '.join(unknown)}; known: {', '.join(PARAMS)}")
         changes: dict[str, Any] = {}
         for name, value in data.items():
             if not isinstance(value, (list, tuple)):
-                raise SpaceError(f"{name} must be a list, got {value!r}")
+                raise SpaceError(f"{name} must be a list, got {_short(value)}")
             if name == "batch_size":
                 changes[name] = tuple(value)
                 continue
             if len(value) != 2:
-                raise SpaceError(f"{name} must be [low, high], got {value!r}")
+                raise SpaceError(f"{name} must be [low, high], got {_short(value)}")
             try:
                 cast = float if name == "lr" else _as_int
                 changes[name] = (cast(value[0]), cast(value[1]))
-            except (TypeError, ValueError) as exc:
-                raise SpaceError(f"{name} bounds {value!r} are not numbers ({exc})") from exc
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise SpaceError(f"{name} bounds {_short(value)} are not numbers ({exc})") from exc
         return replace(base, **changes)
 
     @classmethod
     def from_file(cls, path: str | Path, base: SearchSpace | None = None) -> SearchSpace:
-        """Read overrides from a YAML or JSON file (JSON is valid YAML)."""
+        """Read overrides from a YAML or JSON file (JSON is valid YAML) of at most MAX_SPACE_FILE_BYTES."""
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise SpaceError(f"cannot read search space file {path} ({type(exc).__name__}: {exc})") from exc
+            if path.is_file() and path.stat().st_size > MAX_SPACE_FILE_BYTES:
+                raise SpaceError(f"search space file {path} is larger than {MAX_SPACE_FILE_BYTES // 1024} KB")
+            data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise SpaceError(f"search space file {path} is not UTF-8 text (a YAML or JSON file is expected)") from exc
+        except (OSError, yaml.YAMLError, RecursionError) as exc:
+            reason = " ".join(str(exc).split())[:200]  # YAML's messages span several lines
+            raise SpaceError(f"cannot read search space file {path} ({type(exc).__name__}: {reason})") from exc
         return cls.from_mapping(data or {}, base)
 
     def to_dict(self) -> dict[str, list]:
@@ -151,6 +158,11 @@ class SearchSpace:
             f"  batch_size     choice           {', '.join(map(str, self.batch_size))}",
         ]
         return "search space:\n" + "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    """repr of a user's value, bounded (a YAML file's aliases can nest a small file into a huge value)."""
+    return reprlib.repr(value)
 
 
 def _as_int(value: Any) -> int:
