@@ -1,7 +1,9 @@
 """Fixtures shared by every test package.
 
 * ``mnist_data_dir``: the offline MNIST folder ($VAESEARCH_DATA_DIR, else ../shared/mnist next to the
-  repository); the test fails, not skips, when it is missing.
+  repository); the test fails, not skips, when it is missing. When the variable is unset and the
+  default folder exists, pytest_configure sets it, so that plain ``pytest`` works and the processes
+  tests start (the app, a search, Ray's trial workers) find the same data.
 * ``mnist_splits``: the stratified 8000/1000/1000 train/val/test split of that folder (CPU tensors).
 * ``trained_fit``: a small LinearVAE (TRAINED_MODEL_CONFIG) trained TRAINED_EPOCHS epochs on it.
 * ``trained_checkpoint``: that model saved with vae.checkpoint (with the test split as examples bank);
@@ -30,11 +32,20 @@ TRAINED_EPOCHS = 8
 TRAINED_TRAIN_CONFIG = TrainConfig(lr=3e-3, batch_size=128, epochs=TRAINED_EPOCHS, seed=0)
 
 
+DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "mnist"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not os.environ.get(DATA_DIR_ENV) and DEFAULT_DATA_DIR.is_dir():
+        os.environ[DATA_DIR_ENV] = str(DEFAULT_DATA_DIR)
+
+
 @pytest.fixture(scope="session")
 def mnist_data_dir() -> Path:
-    folder = Path(os.environ.get(DATA_DIR_ENV) or REPO_ROOT.parent / "shared" / "mnist")
+    folder = Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).absolute()
     if not folder.is_dir():
-        pytest.fail(f"offline MNIST not found at {folder}: set {DATA_DIR_ENV} to a folder of MNIST IDX files")
+        pytest.fail(f"offline MNIST not found at {folder}: set {DATA_DIR_ENV} to a folder of MNIST IDX files "
+                    f"(default: ../shared/mnist next to the repository)", pytrace=False)
     return folder
 
 

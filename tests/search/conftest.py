@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from vae.data import DATA_DIR_ENV
-
 
 @pytest.fixture(scope="session")
-def data_dir() -> str:
-    folder = os.environ.get(DATA_DIR_ENV)
-    if not folder or not Path(folder).is_dir():
-        pytest.fail(f"set {DATA_DIR_ENV} to the offline MNIST folder (e.g. ../shared/mnist) to run the search tests")
-    return str(Path(folder).absolute())
+def data_dir(mnist_data_dir: Path) -> str:
+    """The offline MNIST folder (tests/conftest.py's mnist_data_dir) as a string, for --data-dir."""
+    return str(mnist_data_dir)
 
 
 @pytest.fixture(scope="module")

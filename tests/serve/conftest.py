@@ -21,9 +21,9 @@ TRIALS = {"t_wide": ModelConfig(96, 8), "t_narrow": ModelConfig(48, 4)}  # the f
 
 
 @pytest.fixture(scope="session")
-def mnist() -> DataSplits:
+def mnist(mnist_data_dir: Path) -> DataSplits:
     """The offline MNIST with a 3000-image training split: enough for a one-epoch model to draw digits."""
-    data = load_splits("mnist", seed=0)
+    data = load_splits("mnist", mnist_data_dir, seed=0)
     return DataSplits(data.dataset, Split(data.train.images[:3000], data.train.labels[:3000]), data.val, data.test,
                       data.source)
 
