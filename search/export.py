@@ -73,6 +73,10 @@ def error_line(error: BaseException | None) -> str | None:
     return message if message.startswith(type(cause).__name__) else f"{type(cause).__name__}: {message}"
 
 
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
 def leaderboard_rows(results: tune.ResultGrid, config: SearchConfig) -> list[dict[str, Any]]:
     """One row per trial (LEADERBOARD_FIELDS), ranked by best val neg-ELBO, failed trials last."""
     rows = []
@@ -83,19 +87,20 @@ def leaderboard_rows(results: tune.ResultGrid, config: SearchConfig) -> list[dic
         history = frame[frame[METRIC].notna()] if frame is not None and METRIC in frame else None
         best = history.loc[history[METRIC].idxmin()] if history is not None and len(history) else None
         epochs = int(metrics.get("epoch", 0))
-        status = ERROR if result.error else TERMINATED if epochs >= config.max_epochs else EARLY_STOPPED
+        diverged = bool(metrics.get("diverged"))  # search.trainable: reported once, not retried
+        status = ERROR if result.error or diverged else TERMINATED if epochs >= config.max_epochs else EARLY_STOPPED
         model = ModelConfig(int(hyper["latent_width"]), int(hyper["reparam_width"]))
         rows.append({
             "rank": None, "trial_id": trial_id_of(result), "status": status, "is_best": False,
             "latent_width": model.latent_width, "reparam_width": model.reparam_width, "lr": float(hyper["lr"]),
             "batch_size": int(hyper["batch_size"]),
             "best_val_neg_elbo": float(best[METRIC]) if best is not None else None,
-            "last_val_neg_elbo": float(metrics[METRIC]) if METRIC in metrics else None,
+            "last_val_neg_elbo": _finite(metrics.get(METRIC)),
             "epochs": epochs, "time_s": round(float(metrics.get("time_total_s", 0.0)), 2),
             "parameters": count_parameters(model),
             "active_units": int(best["active_units"]) if best is not None else None,
             "node": f"{metrics['node_ip']}/{str(metrics.get('node_id', ''))[:8]}" if "node_ip" in metrics else None,
-            "error": error_line(result.error), "checkpoint": None,
+            "error": str(metrics["error"]) if diverged else error_line(result.error), "checkpoint": None,
         })
     rows.sort(key=lambda r: (r["status"] == ERROR or r["best_val_neg_elbo"] is None,
                              r["best_val_neg_elbo"] if r["best_val_neg_elbo"] is not None else math.inf))

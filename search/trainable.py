@@ -4,7 +4,8 @@
 ``batch_size``) and, under ``"run"``, the fixed settings of the experiment (``TrialSettings``).
 The trial loads its data itself (so nothing large travels through Ray's object store), saves a
 checkpoint through Tune every epoch (Tune keeps the best few), resumes from it when Tune restarts
-the trial, and ends as ERROR with "loss became non-finite ..." when training diverges.
+the trial, and when training diverges reports that once and ends without a retry (the leaderboard
+shows it as ERROR with "loss became non-finite ...").
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ HYPERPARAMETERS = ("latent_width", "reparam_width", "lr", "batch_size")
 
 class TrialDiverged(RuntimeError):
     """The trial's loss became NaN or infinite: the trial fails with this reason, the search goes on."""
+
+
+def _report_divergence(epoch: int, model_config: ModelConfig, train_config: TrainConfig, exc: Exception) -> None:
+    """Report a diverged trial's last result and let the trainable return: divergence is deterministic, so
+    the trial must not be retried, and FailureConfig retries every trial that raises (it cannot tell a
+    transient failure from this one). The result marks the trial ``diverged`` with its reason (the
+    leaderboard shows it as ERROR); its metric is NaN, which Optuna records as a failed trial and ASHA
+    ignores. No checkpoint is attached: the weights are not finite."""
+    reason = TrialDiverged(
+        f"loss became non-finite at epoch {epoch} ({exc}) with latent_width {model_config.latent_width}, "
+        f"reparam_width {model_config.reparam_width}, lr {train_config.lr:.3g}")
+    tune.report({"epoch": epoch, METRIC: math.nan, "diverged": 1, "error": f"TrialDiverged: {reason}"})
 
 
 @dataclass(frozen=True)
@@ -95,10 +108,8 @@ def train_vae(config: dict[str, Any]) -> None:
                 train = train_epoch(model, optimizer, data.train.images, batch_size=train_config.batch_size,
                                     generator=generator)
             except NonFiniteLossError as exc:
-                raise TrialDiverged(
-                    f"loss became non-finite at epoch {epoch} ({exc}) with latent_width {model_config.latent_width}, "
-                    f"reparam_width {model_config.reparam_width}, lr {train_config.lr:.3g}"
-                ) from None
+                _report_divergence(epoch, model_config, train_config, exc)
+                return  # the finally below closes the W&B run as failed
             val = evaluate(model, data.val.images, seed=settings.seed)
             metrics = {
                 "epoch": epoch,

@@ -18,9 +18,12 @@ copy of the study to ``STUDY_FILE`` (SQLite) next to Tune's experiment state.
 from __future__ import annotations
 
 import json
+import math
 import os
+import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +33,7 @@ from typing import Any
 import optuna
 import ray
 from ray import tune
+from ray.tune import Callback, CLIReporter
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
@@ -42,6 +46,9 @@ from search.trainable import METRIC, MODE, TrialSettings, train_vae
 from vae.data import DataError, load_splits
 
 BUDGET_FILE = "vaesearch_search.json"
+RAY_PROCESSES_FILE = "ray_processes.json"  # the local Ray this search started (see record_ray_processes)
+INFEASIBLE_WAIT_S = 60.0  # a joined cluster may autoscale: how long to wait for a node a trial fits on
+REPORT_EVERY_S = 30  # the status table at --verbose 1
 STUDY_FILE = "optuna_study.db"
 WANDB_SUBDIR = "wandb"
 
@@ -157,12 +164,187 @@ def start_ray(config: SearchConfig) -> bool:
     """
     if ray.is_initialized():
         return False
+    # The trials' own output ("Checkpoint successfully created", W&B) reaches the console at --verbose 2 only.
+    log_to_driver = config.verbose >= 2
     if config.address:
         check_address(config.address)
-        ray.init(address=config.address, log_to_driver=True)
+        ray.init(address=config.address, log_to_driver=log_to_driver)
     else:
-        ray.init(address="local", num_cpus=config.num_cpus or os.cpu_count(), include_dashboard=False)
+        ray.init(address="local", num_cpus=config.num_cpus or os.cpu_count(), include_dashboard=False,
+                 log_to_driver=log_to_driver)
     return True
+
+
+def check_resources(config: SearchConfig, *, wait_s: float = 0.0, log: Callable[[str], None] = print) -> None:
+    """Raise SearchError unless some node of the cluster can hold one trial (its CPUs and GPUs together).
+
+    Ray would otherwise leave the trials PENDING forever. A cluster that was joined (--address) may add
+    nodes (autoscaling): it is given ``wait_s`` seconds to grow one that fits, with a warning first.
+    """
+    need = {"CPU": float(config.cpus_per_trial), "GPU": float(config.gpus_per_trial)}
+
+    def nodes() -> list[dict[str, float]]:
+        return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+
+    def fits(resources: dict[str, float]) -> bool:
+        return all(resources.get(key, 0.0) >= amount for key, amount in need.items() if amount > 0)
+
+    current = nodes()
+    if any(fits(r) for r in current):
+        return
+    largest = {key: max((r.get(key, 0.0) for r in current), default=0.0) for key in need}
+    missing = ", ".join(f"{amount - largest[key]:g} {key}s" for key, amount in need.items() if largest[key] < amount)
+    problem = (f"a trial needs {need['CPU']:g} CPUs and {need['GPU']:g} GPUs on one node, but the largest of the "
+               f"{len(current)} node(s) of this Ray has {largest['CPU']:g} CPUs and {largest['GPU']:g} GPUs "
+               f"(missing {missing})")
+    if wait_s > 0:
+        log(f"warning: {problem}; waiting up to {wait_s:g} s for the cluster to add a node that fits")
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            time.sleep(2.0)
+            if any(fits(r) for r in nodes()):
+                return
+        problem += f", and none was added within {wait_s:g} s"
+    raise SearchError(f"{problem}: lower --cpus-per-trial / --gpus-per-trial, or add nodes that have them")
+
+
+# --- the processes of a local Ray ---------------------------------------------------------------
+# A local Ray's agents (ray::DashboardAgent, ray::RuntimeEnvAgent) are children of its raylet; when the
+# driver is SIGKILLed, the raylet dies with it but they do not, and live on as orphans. The search records
+# the processes of the Ray it starts; the next search on the same experiment (--resume) ends those that
+# outlived their driver.
+
+
+def _ray_process_tree() -> list[dict[str, Any]]:
+    import psutil  # ships with Ray
+
+    node = ray._private.worker._global_node  # the local node this driver started
+    roots = [info.process.pid for infos in node.all_processes.values() for info in infos if info.process]
+    found: dict[int, dict[str, Any]] = {}
+    for pid in roots:
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                found[proc.pid] = {"pid": proc.pid, "create_time": proc.create_time()}
+        except psutil.Error:
+            continue
+    return list(found.values())
+
+
+def record_ray_processes(path: Path) -> None:
+    """Write this driver's and its local Ray's processes to ``path`` (see reap_orphans)."""
+    import psutil
+
+    me = psutil.Process()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"driver": {"pid": me.pid, "create_time": me.create_time()},
+                                "pgid": os.getpgid(0), "processes": _ray_process_tree()}))
+
+
+def reap_orphans(path: Path, log: Callable[[str], None] = print) -> int:
+    """End the Ray processes recorded in ``path`` by a driver that is no longer running; returns how many.
+
+    A process is ended only if it is the very process recorded (same PID and start time) or, for the
+    agents started after the record was written, a Ray process (``ray::...``) of the dead driver's
+    process group started after it."""
+    import psutil
+
+    try:
+        record = json.loads(path.read_text())
+        driver = record["driver"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    try:
+        if psutil.Process(driver["pid"]).create_time() == driver["create_time"]:
+            return 0  # that search is still running
+    except psutil.Error:
+        pass
+    recorded = {(p["pid"], p["create_time"]) for p in record.get("processes", [])}
+    victims = []
+    for proc in psutil.process_iter(["pid", "create_time", "cmdline"]):
+        try:
+            mine = (proc.info["pid"], proc.info["create_time"]) in recorded
+            orphan = (proc.info["create_time"] >= driver["create_time"] and os.getpgid(proc.pid) == record["pgid"]
+                      and " ".join(proc.info["cmdline"] or []).startswith("ray::"))
+        except (psutil.Error, OSError):
+            continue
+        if (mine or orphan) and proc.pid != os.getpid():
+            victims.append(proc)
+    for proc in victims:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            continue
+    psutil.wait_procs(victims, timeout=10)
+    if victims:
+        log(f"ended {len(victims)} Ray process(es) left by the killed search (pids "
+            f"{', '.join(str(p.pid) for p in victims)})")
+    path.unlink(missing_ok=True)
+    return len(victims)
+
+
+# --- console reporting --------------------------------------------------------------------------
+
+
+class StatusTable(CLIReporter):
+    """Tune's CLIReporter with the trial's searched hyperparameters (every top-level key of its config but
+    the fixed "run" settings, so new hyperparameters appear without a change here), its epoch, val
+    neg-ELBO and best so far."""
+
+    def __init__(self) -> None:
+        super().__init__(metric_columns={"epoch": "epoch", METRIC: "val neg-ELBO", "best_val_neg_elbo": "best so far"},
+                         parameter_columns=[], max_report_frequency=REPORT_EVERY_S, print_intermediate_tables=True,
+                         metric=METRIC, mode=MODE, sort_by_metric=True, max_progress_rows=40)
+
+    def should_report(self, trials: list[Any], done: bool = False) -> bool:
+        for trial in trials:
+            for key in sorted(trial.config):
+                if key != "run" and key not in self._parameter_columns:
+                    self.add_parameter_column(key)
+        return super().should_report(trials, done)
+
+
+class TrialLines(Callback):
+    """One line per finished trial: its id, status (diverged shown as ERROR), epochs and best val neg-ELBO."""
+
+    def __init__(self, max_epochs: int, log: Callable[[str], None] = print) -> None:
+        self._max_epochs = max_epochs
+        self._log = log
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        if result.get("diverged"):
+            self._log(f"trial {trial.trial_id} ERROR after {result.get('epoch', 0)} epochs: {result.get('error')}")
+            return
+        best = result.get("best_val_neg_elbo")
+        best_text = f"best val neg-ELBO {best:.2f}" if isinstance(best, float) and math.isfinite(best) else "no result"
+        params = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                           for k, v in sorted(trial.config.items()) if k != "run")
+        epochs = result.get("epoch", 0)
+        how = "done" if epochs >= self._max_epochs else "stopped early"
+        self._log(f"trial {trial.trial_id} {how} after {epochs} epoch{'s' * (epochs != 1)}: {best_text} ({params})")
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._log(f"trial {trial.trial_id} ERROR after {(trial.last_result or {}).get('epoch', 0)} epochs "
+                  f"(details: {trial.error_file})")
+
+
+def quiet_console(verbose: int) -> None:
+    """Below --verbose 2: Tune's legacy reporter (whose columns StatusTable chooses) instead of its new
+    output's per-trial config and result boxes, no "snapshotting may become a bottleneck" warning, and
+    no Optuna "study created" line. Explicit user settings of these variables are kept."""
+    if verbose >= 2:
+        return
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def reporting(config: SearchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """RunConfig's console settings for ``config.verbose`` (0 silent, 1 table + one line per trial, 2 all)."""
+    if config.verbose == 1:
+        return {"verbose": 1, "progress_reporter": StatusTable(), "callbacks": [TrialLines(config.max_epochs, log)]}
+    return {"verbose": config.verbose}
 
 
 # --- building the experiment -------------------------------------------------------------------
@@ -238,7 +420,7 @@ def build_tuner(config: SearchConfig, name: str) -> tune.Tuner:
                                                     checkpoint_score_attribute=METRIC,
                                                     checkpoint_score_order=MODE),
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
-            verbose=config.verbose,
+            **reporting(config),
         ),
     )
 
@@ -289,8 +471,14 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
         data = load_splits(config.dataset, config.data_dir, seed=config.seed, log_fn=log)
     except DataError as exc:
         raise SearchError(str(exc)) from exc
+    processes_file = config.local_experiment_dir(name) / RAY_PROCESSES_FILE
+    reap_orphans(processes_file, log)
+    quiet_console(config.verbose)
     started = start_ray(config)
     try:
+        check_resources(config, wait_s=INFEASIBLE_WAIT_S if config.address else 0.0, log=log)
+        if started and not config.address:
+            record_ray_processes(processes_file)
         _announce(config, name, restore, total, log)
         storage.write_text(f"{path}/{BUDGET_FILE}", json.dumps(
             {"num_samples": total, "config": config.to_dict()}, indent=2))
@@ -308,6 +496,7 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
     finally:
         if started:
             ray.shutdown()
+            processes_file.unlink(missing_ok=True)
     return SearchOutcome(name, path, restore, total, results, summary)
 
 
