@@ -96,6 +96,13 @@ class TrialBudget(SearchGenerator):
         print(f"restored searcher state: {type(_base_searcher(self)).__name__} with {sampler}, {known} trials in "
               f"its study; {self._counter} of {self._total_samples} trials created so far", flush=True)
 
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """A diverged trial (search.trainable) ends without an error for Tune, so that it is not retried;
+        the searcher is told it failed (Optuna would refuse its NaN value and keep the trial RUNNING)."""
+        if result and result.get("diverged"):
+            result, error = None, True
+        super().on_trial_complete(trial_id, result=result, error=error)
+
     def save_to_dir(self, dirpath: str, session_str: str) -> None:
         super().save_to_dir(dirpath, session_str)
         study = _optuna_study(self)

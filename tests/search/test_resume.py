@@ -34,6 +34,21 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+def _group_processes(pgid: int) -> dict[int, str]:
+    """{pid: start time} of the live processes in process group ``pgid`` (from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state, ppid, pgrp, ...; 19: start time
+            found[int(entry.name)] = fields[19]
+    return found
+
+
 def _finished_trials(experiment: Path, last_checkpoint: str) -> set[str]:
     return {p.parent.name.removeprefix("trial_") for p in experiment.glob(f"trial_*/{last_checkpoint}")}
 
@@ -72,11 +87,18 @@ def test_sigkilled_search_resumes_with_every_trial_and_the_tpe_state(data_dir, t
         assert finished_before, "no trial finished in time:\n" + log[-3000:]
         os.kill(first.pid, signal.SIGKILL)  # the driver only, as a crash would
         first.wait(timeout=30)
+        time.sleep(5.0)  # what dies with the driver (raylet, GCS) has died by now
+        left_behind = _group_processes(first.pid)
+        assert not (experiment / "best").exists()
+
+        text = _run([*common, "--resume"], tmp_path / "resume.log")
+        # Issue 11: the killed search's Ray processes (its orphaned DashboardAgent and RuntimeEnvAgent)
+        # do not outlive the resumed search.
+        survivors = {pid: t for pid, t in _group_processes(first.pid).items() if left_behind.get(pid) == t}
+        assert not survivors, f"processes of the killed search still alive: {survivors}\n{text[-2000:]}"
     finally:
         _kill_group(first)
-    assert not (experiment / "best").exists()
 
-    text = _run([*common, "--resume"], tmp_path / "resume.log")
     assert "restored searcher state: OptunaSearch with TPESampler" in text
     assert "4 trials, searcher tpe, max 2 epochs" in text  # the experiment's own settings, not the CLI defaults
     rows = json.loads((experiment / "best" / "leaderboard.json").read_text())
