@@ -485,7 +485,10 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
     try:
         check_resources(config, wait_s=INFEASIBLE_WAIT_S if config.address else 0.0, log=log)
         if started and not config.address:
-            record_ray_processes(processes_file)
+            try:
+                record_ray_processes(processes_file)
+            except (OSError, AttributeError, RuntimeError) as exc:  # bookkeeping only: never fail a search on it
+                log(f"note: could not record the local Ray's processes ({exc})")
         _announce(config, name, restore, total, log)
         storage.write_text(f"{path}/{BUDGET_FILE}", json.dumps(
             {"num_samples": total, "config": config.to_dict()}, indent=2))

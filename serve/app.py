@@ -202,17 +202,17 @@ def build_app(service: VAEService) -> gr.Blocks:
                 r_sketch = digit_sketchpad(label="Draw a digit (pick the brush on the left first)",
                                            image_mode="L", canvas_size=(280, 280),
                                            brush=gr.Brush(default_size=12, colors=["#000000"], color_mode="fixed"),
-                                           layers=False)
+                                           layers=False, elem_id="reconstruct-sketch")
                 # serve.components: neither component decodes anything itself; serve.images opens the file
                 # with the allowed formats only and checks its size before decoding.
                 r_upload = digit_upload(label=f"...or upload an image (used if present): {UPLOAD_LIMITS}",
                                         image_mode=None, sources=["upload", "clipboard"],
                                         placeholder=f"Drop a digit image here\n\n{UPLOAD_LIMITS}")
                 with gr.Column():
-                    r_input = _output_image("What the model sees (28x28)", height=160)
+                    r_input = _output_image("What the model sees (28x28)", height=160, elem_id="reconstruct-input")
                     r_out = _output_image("Reconstruction", height=160)
                     r_elbo = gr.Number(label="neg-ELBO of the image (nats)", interactive=False)
-            r_button = gr.Button("Reconstruct", variant="primary")
+            r_button = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct-button")
             r_button.click(reconstruct, [r_upload, r_sketch], [r_input, r_out, r_elbo], api_name="reconstruct")
 
         with gr.Tab("Model"):

@@ -115,9 +115,9 @@ def test_invalid_inputs_give_errors_and_the_server_keeps_answering(
         ((1, 0, 7, 40, 5), "/interpolate", "maximum"),
         ((None, None), "/reconstruct", "draw a digit or upload an image"),
         ((handle_file(tmp_path / "blank.png"), None), "/reconstruct", "blank"),
-        ((handle_file(tmp_path / "huge.png"), None), "/reconstruct", "exceeds limit of 16777216 pixels"),
-        ((handle_file(tmp_path / "bomb.png"), None), "/reconstruct", "exceeds limit of 16777216 pixels"),
-        ((handle_file(tmp_path / "notes.png"), None), "/reconstruct", "cannot identify image file"),
+        ((handle_file(tmp_path / "huge.png"), None), "/reconstruct", "too large (at most 16,777,216 pixels)"),
+        ((handle_file(tmp_path / "bomb.png"), None), "/reconstruct", "too large (at most 16,777,216 pixels)"),
+        ((handle_file(tmp_path / "notes.png"), None), "/reconstruct", "not an image this app reads"),
         (("t_failed",), "/switch_model", "not in the list of choices"),  # no checkpoint to serve
     ]
     for args, api_name, message in bad:

@@ -1,0 +1,55 @@
+"""Issue 11: the hardened sketchpad (serve.components: only the composite is kept and decoded) still
+works with Gradio's real frontend: draw a stroke in chromium, reconstruct it, see the ink."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from serve_harness import Server, running_app
+from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def server(experiment: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_app(["--experiment", str(experiment)], tmp_path_factory.mktemp("sketch-app")) as running:
+        yield running
+
+
+def test_draw_a_stroke_and_reconstruct_it(server: Server) -> None:
+    assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: apt-get install -y chromium (CI does, in .ci/run)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(server.url)
+            page.get_by_role("tab", name="Reconstruct").click()
+            sketch = page.locator("#reconstruct-sketch")
+            assert "PNG, JPEG, WebP, GIF or BMP only" in page.content()  # the limits, where users see them
+            sketch.get_by_role("button", name="Brush").click()
+            box = sketch.locator("canvas").first.bounding_box()
+            x, y = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.2
+            page.mouse.move(x, y)
+            page.mouse.down()
+            for step in range(30):
+                page.mouse.move(x, y + step * box["height"] * 0.02, steps=2)
+            page.mouse.up()
+            page.locator("#reconstruct-button").click()
+            seen = page.locator("#reconstruct-input img")
+            seen.wait_for(state="visible")
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=seen.element_handle())
+            pixels = np.asarray(Image.open(io.BytesIO(page.request.get(seen.get_attribute("src")).body())).convert("L"))
+        finally:
+            browser.close()
+    assert pixels.shape == (28, 28)
+    assert pixels.max() > 200 and pixels[:, :4].max() < 30  # a light vertical stroke on black, centred
+    assert "Traceback" not in server.output()
