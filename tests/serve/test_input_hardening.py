@@ -4,7 +4,9 @@ decoded, and images are normalised by their real range (16-bit, dark ink on grey
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -133,7 +135,7 @@ def test_sketch_blobs_keep_only_a_bounded_composite(components, opened: list[str
     for index in range(60):
         sketch.accept_blobs(AcceptBlobs(data={"type": "layer", "index": str(index), "id": "s1", "file": b""},
                                         files=[("file", layer.getvalue())]))
-    sketch.accept_blobs(AcceptBlobs(data={"type": "layer", "index": str(10**9), "id": "s1", "file": b""},
+    sketch.accept_blobs(AcceptBlobs(data={"type": "layer", "index": str(10**7), "id": "s1", "file": b""},
                                     files=[("file", b"x")]))
     sketch.accept_blobs(AcceptBlobs(data={"type": "composite", "index": None, "id": "s1", "file": b""},
                                     files=[("file", buffer.getvalue())]))
@@ -149,6 +151,18 @@ def test_a_sketch_in_a_disallowed_format_is_refused(components, tmp_path: Path, 
     with pytest.raises(gr.Error, match="not an image this app reads"):
         sketch.preprocess(EditorData(composite=FileData(path=str(tmp_path / "sketch.png"))))
     assert not fake_gs.exists()
+
+
+def test_a_hostile_checkpoint_makes_the_app_exit_2_with_one_line(experiment: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    folder = Path(shutil.copytree(experiment / "best", tmp_path / "ckpt"))
+    meta = json.loads((folder / "checkpoint.json").read_text())
+    meta["model_config"]["latent_width"] = 250000  # on main: a 2 GB model was built before the shape check
+    (folder / "checkpoint.json").write_text(json.dumps(meta))
+    assert app.main(["--checkpoint", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "latent_width must be an integer from 1 to 4096" in err
+    assert len(err.splitlines()) == 1
 
 
 # ---- normalisation by the image's real range ----------------------------------------------------
