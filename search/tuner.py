@@ -48,7 +48,7 @@ from vae.data import DataError, load_splits
 BUDGET_FILE = "vaesearch_search.json"
 RAY_PROCESSES_FILE = "ray_processes.json"  # the local Ray this search started (see record_ray_processes)
 INFEASIBLE_WAIT_S = 60.0  # a joined cluster may autoscale: how long to wait for a node a trial fits on
-REPORT_EVERY_S = 30  # the status table at --verbose 1
+REPORT_EVERY_S = 60  # the status table at --verbose 1 (a 20-trial search on 2 cores: about 6 tables)
 STUDY_FILE = "optuna_study.db"
 WANDB_SUBDIR = "wandb"
 
@@ -301,7 +301,7 @@ class StatusTable(CLIReporter):
     def __init__(self) -> None:
         super().__init__(metric_columns={"epoch": "epoch", METRIC: "val neg-ELBO", "best_val_neg_elbo": "best so far"},
                          parameter_columns=[], max_report_frequency=REPORT_EVERY_S, print_intermediate_tables=True,
-                         metric=METRIC, mode=MODE, sort_by_metric=True, max_progress_rows=40)
+                         metric=METRIC, mode=MODE, sort_by_metric=True, max_progress_rows=12)
 
     def should_report(self, trials: list[Any], done: bool = False) -> bool:
         for trial in trials:
