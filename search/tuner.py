@@ -223,19 +223,17 @@ def check_resources(config: SearchConfig, *, wait_s: float = 0.0, log: Callable[
 
 
 def _ray_process_tree() -> list[dict[str, Any]]:
+    """PID and start time of every descendant of this driver: a local Ray's GCS, raylet and the rest are
+    the driver's children, and the agents and workers the raylet's."""
     import psutil  # ships with Ray
 
-    node = ray._private.worker._global_node  # the local node this driver started
-    roots = [info.process.pid for infos in node.all_processes.values() for info in infos if info.process]
-    found: dict[int, dict[str, Any]] = {}
-    for pid in roots:
+    found = []
+    for proc in psutil.Process().children(recursive=True):
         try:
-            root = psutil.Process(pid)
-            for proc in [root, *root.children(recursive=True)]:
-                found[proc.pid] = {"pid": proc.pid, "create_time": proc.create_time()}
+            found.append({"pid": proc.pid, "create_time": proc.create_time()})
         except psutil.Error:
             continue
-    return list(found.values())
+    return found
 
 
 def record_ray_processes(path: Path) -> None:
@@ -487,7 +485,7 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
         if started and not config.address:
             try:
                 record_ray_processes(processes_file)
-            except (OSError, AttributeError, RuntimeError) as exc:  # bookkeeping only: never fail a search on it
+            except (OSError, RuntimeError) as exc:  # bookkeeping only: never fail a search on it
                 log(f"note: could not record the local Ray's processes ({exc})")
         _announce(config, name, restore, total, log)
         storage.write_text(f"{path}/{BUDGET_FILE}", json.dumps(
