@@ -1,11 +1,11 @@
 """The Gradio web app: layout and wiring only; every request is handled by serve.service.
 
     python -m serve.app                         # the latest experiment under results/
-    python -m serve.app --experiment results/NAME
+    python -m serve.app --experiment results/NAME     # also while its search runs: follows its best so far
     python -m serve.app --checkpoint runs/vae-512-64/checkpoint --port 7861
 
 Each view is also an API endpoint (gradio_client): /generate, /prior, /interpolate, /reconstruct,
-/model_info, /switch_model. Set VAESEARCH_AUTH="user:password" to require a login.
+/search_progress, /model_info, /switch_model. Set VAESEARCH_AUTH="user:password" to require a login.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import io
 import os
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +35,11 @@ from PIL import Image  # noqa: E402
 from search.layout import DEFAULT_STORAGE, latest_experiment  # noqa: E402
 from serve.experiment import ExperimentError  # noqa: E402
 from serve.images import MAX_INPUT_PIXELS  # noqa: E402
+from serve.progress import SearchProgress, read_progress  # noqa: E402
 from serve.service import (  # noqa: E402
+    CLASS_GAUSSIAN,
+    DEFAULT_MODE,
+    EXAMPLES,
     MAX_NOISE,
     MAX_SAMPLES,
     MAX_SEED,
@@ -43,12 +48,16 @@ from serve.service import (  # noqa: E402
     MAX_TEMPERATURE,
     MIN_STEPS,
     InvalidRequest,
+    NoCheckpointYet,
     VAEService,
 )
 from vae.checkpoint import EXAMPLES_PER_CLASS, CheckpointError  # noqa: E402
 
 AUTH_ENV = "VAESEARCH_AUTH"
 MAX_UPLOAD = "10mb"
+REFRESH_S = 3.0  # the Search view and "follow the best" re-read the experiment this often while a search runs
+MODE_CHOICES = [("the class's region of the latent space (a Gaussian per class)", CLASS_GAUSSIAN),
+                ("real examples' posteriors (the article's way)", EXAMPLES)]
 # Scale the small grids up to their frame, as crisp squares rather than a blur.
 CSS = ".pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
 
@@ -66,6 +75,20 @@ def _user_errors(fn: F) -> F:
             raise gr.Error(str(exc), print_exception=False) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def _quiet(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """For the first render when the page opens: a view this model cannot show (e.g. no example bank)
+    stays empty instead of greeting the user with an error; its button still explains why."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except gr.Error:
+            return gr.skip()
+
+    return wrapper
 
 
 def _png_file(image: np.ndarray) -> str:
@@ -105,16 +128,20 @@ def build_app(service: VAEService) -> gr.Blocks:
         metric = info["metrics"].get("test_neg_elbo", info["metrics"].get("val_neg_elbo"))
         config = info["model_config"]
         where = f"experiment `{info['experiment']}`, " if info["experiment"] else ""
+        following = (" Following the running search: a new best checkpoint is served as soon as it appears."
+                     if info["following"] else "")
+        kind = "val " if "test_neg_elbo" not in info["metrics"] else ""
         return (f"Serving **{info['serving']}** ({where}{info['dataset']}, latent width {config['latent_width']}, "
-                f"code width {config['reparam_width']}" + (f", neg-ELBO {metric:.2f} nats" if metric else "") + ")")
+                f"code width {config['reparam_width']}" + (f", {kind}neg-ELBO {metric:.2f} nats" if metric else "")
+                + ")." + following)
 
     def leaderboard() -> pd.DataFrame:
         columns, rows = service.leaderboard()
         return pd.DataFrame(rows, columns=columns)
 
     @_user_errors
-    def generate(class_index: int, n_samples: int, noise_scale: float, seed: int, n_sources: int):
-        out = service.generate(class_index, n_samples, noise_scale, seed, n_sources)
+    def generate(class_index: int, n_samples: int, noise_scale: float, seed: int, n_sources: int, mode: str):
+        out = service.generate(class_index, n_samples, noise_scale, seed, n_sources, mode)
         return _png_file(out.examples), _png_file(out.samples)
 
     @_user_errors
@@ -131,8 +158,35 @@ def build_app(service: VAEService) -> gr.Blocks:
         out = service.reconstruct(image)
         return _png_file(out.model_input), _png_file(out.reconstruction), round(out.neg_elbo, 2)
 
+    @_user_errors
+    def reconstruct_example():
+        out = service.reconstruct(Image.fromarray(service.example_image(0, 0)))
+        return _png_file(out.model_input), _png_file(out.reconstruction), round(out.neg_elbo, 2)
+
     def model_info():
         return service.model_info(), leaderboard(), served_line()
+
+    hyperparameters = read_progress(service.search).hyperparameters if service.search else []
+    space_x_default = "latent_width" if "latent_width" in hyperparameters else (hyperparameters or [None])[0]
+
+    def search_progress(space_x: str | None = space_x_default):
+        """The Search view: a status line, the leaderboard and the plots' data, read afresh."""
+        if service.search is None:
+            empty = pd.DataFrame()
+            return ("This app serves one checkpoint (--checkpoint): there is no search to show.", empty, empty,
+                    empty, empty, empty, empty, empty)
+        progress = read_progress(service.search)
+        return (_search_status(progress), progress.leaderboard().round(4), *_search_plots(progress, space_x))
+
+    def tick(space_x: str | None):
+        """Every REFRESH_S while a search runs: follow a new best, then redraw the Search and Model views."""
+        service.refresh()
+        return (*search_progress(space_x), *model_info())
+
+    def set_follow(follow: bool):
+        service.set_follow(follow)
+        service.refresh()
+        return model_info()
 
     @_user_errors
     def switch_model(trial_id: str):
@@ -141,6 +195,7 @@ def build_app(service: VAEService) -> gr.Blocks:
                 f"Now serving trial `{served.trial_id}` ({served.label}) for every user of this app.")
 
     with gr.Blocks(title="vaesearch: generate digits", delete_cache=(3600, 3600)) as demo:
+        timer = gr.Timer(REFRESH_S, active=service.search is not None and service.experiment is None)
         gr.Markdown("# vaesearch\nA variational autoencoder found by hyperparameter search. "
                     "Generate new images of a class from real examples' posteriors, sample the prior, "
                     "walk the latent space, or draw your own digit.")
@@ -154,15 +209,21 @@ def build_app(service: VAEService) -> gr.Blocks:
                     g_n = gr.Slider(1, MAX_SAMPLES, value=16, step=1, label="Samples")
                     g_noise = gr.Slider(0, MAX_NOISE, value=1.0, step=0.05, label="Noise scale",
                                         info="0 decodes the posterior mean; 1 samples the posterior")
-                    g_sources = gr.Slider(1, MAX_SOURCES, value=1, step=1, label="Real examples to start from")
+                    has_gaussians = service.served.checkpoint.class_gaussians is not None
+                    g_mode = gr.Radio(MODE_CHOICES, value=DEFAULT_MODE if has_gaussians else EXAMPLES,
+                                      label="Draw new codes from",
+                                      elem_id="generate-mode")
+                    g_sources = gr.Slider(1, MAX_SOURCES, value=1, step=1, label="Real examples to start from",
+                                          info="used when drawing from real examples' posteriors")
                     g_seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                     g_button = gr.Button("Generate", variant="primary", elem_id="generate-button")
                 with gr.Column(scale=1, min_width=160):
-                    g_examples = _output_image("Real example(s)", height=180, elem_id="generate-examples")
+                    g_examples = _output_image("Class mean (decoded) or the real example(s)", height=180,
+                                               elem_id="generate-examples")
                 with gr.Column(scale=3):
                     g_samples = _output_image("Generated samples", height=320, elem_id="generate-samples")
-            g_button.click(generate, [g_class, g_n, g_noise, g_seed, g_sources], [g_examples, g_samples],
-                           api_name="generate")
+            g_inputs = [g_class, g_n, g_noise, g_seed, g_sources, g_mode]
+            g_button.click(generate, g_inputs, [g_examples, g_samples], api_name="generate")
 
         with gr.Tab("Prior"):
             with gr.Row():
@@ -206,7 +267,39 @@ def build_app(service: VAEService) -> gr.Blocks:
             r_button = gr.Button("Reconstruct", variant="primary")
             r_button.click(reconstruct, [r_upload, r_sketch], [r_input, r_out, r_elbo], api_name="reconstruct")
 
+        with gr.Tab("Search"):
+            s_status = gr.Markdown(elem_id="search-status")
+            s_board = gr.Dataframe(label="Leaderboard (best first)", interactive=False, wrap=True,
+                                   elem_id="search-leaderboard")
+            with gr.Row():
+                s_by_epochs = gr.LinePlot(x="trial_epochs", y="best_val_neg_elbo", title="Best so far vs trial-epochs",
+                                          x_title="trial-epochs spent", y_title="best val neg-ELBO (nats)",
+                                          elem_id="search-best-epochs")
+                s_by_time = gr.LinePlot(x="wall_s", y="best_val_neg_elbo", title="Best so far vs wall time",
+                                        x_title="seconds since the first trial started",
+                                        y_title="best val neg-ELBO (nats)", elem_id="search-best-time")
+            s_curves = gr.LinePlot(x="epoch", y="val_neg_elbo", color="trial_id", title="Each trial's validation curve",
+                                   y_title="val neg-ELBO (nats)", elem_id="search-curves")
+            with gr.Row():
+                with gr.Column():
+                    s_space_x = gr.Dropdown(hyperparameters, value=space_x_default, label="Hyperparameter (x axis)",
+                                            interactive=bool(hyperparameters))
+                    s_space = gr.ScatterPlot(x="value", y="best_val_neg_elbo", color="status",
+                                             title="Trials in the space", y_title="best val neg-ELBO (nats)")
+                s_pareto = gr.ScatterPlot(x="parameters", y="best_val_neg_elbo", color="front",
+                                          title="Pareto front: loss vs parameters", y_title="best val neg-ELBO (nats)")
+            s_importance = gr.BarPlot(x="hyperparameter", y="importance", title="Hyperparameter importances",
+                                      elem_id="search-importance")
+            s_button = gr.Button("Refresh")
+        search_outputs = [s_status, s_board, s_by_epochs, s_by_time, s_curves, s_space, s_pareto, s_importance]
+        s_button.click(search_progress, s_space_x, search_outputs, api_name="search_progress")
+        s_space_x.change(search_progress, s_space_x, search_outputs, api_visibility="private")
+
         with gr.Tab("Model"):
+            m_follow = gr.Checkbox(service.follow, label="Follow the best: serve each new best checkpoint of the "
+                                   "running search (for every user of this app)",
+                                   interactive=service.search is not None and service.experiment is None,
+                                   elem_id="follow-best")
             m_info = gr.JSON(label="Served model: config and metrics")
             m_board = gr.Dataframe(leaderboard(), label="Leaderboard (best first)", interactive=False, wrap=True)
             with gr.Row():
@@ -217,8 +310,45 @@ def build_app(service: VAEService) -> gr.Blocks:
                 m_button = gr.Button("Serve this trial", interactive=bool(trials))
             m_status = gr.Markdown(label="Switch status")
             m_button.click(switch_model, m_trial, [m_info, m_board, served_md, m_status], api_name="switch_model")
+        m_follow.change(set_follow, m_follow, [m_info, m_board, served_md], api_visibility="private")
         demo.load(model_info, None, [m_info, m_board, served_md], api_name="model_info")
+        # Every view shows its defaults when the page opens, not empty frames.
+        demo.load(_quiet(generate), g_inputs, [g_examples, g_samples], api_visibility="private")
+        demo.load(_quiet(prior), [p_n, p_temp, p_seed], p_out, api_visibility="private")
+        demo.load(_quiet(interpolate), [i_class_a, i_example_a, i_class_b, i_example_b, i_steps], i_out,
+                  api_visibility="private")
+        demo.load(_quiet(reconstruct_example), None, [r_input, r_out, r_elbo], api_visibility="private")
+        demo.load(search_progress, s_space_x, search_outputs, api_visibility="private")
+        timer.tick(tick, s_space_x, [*search_outputs, m_info, m_board, served_md], api_visibility="private")
     return demo
+
+
+def _search_status(progress: SearchProgress) -> str:
+    trials = len(progress.trials)
+    running = sum(t.status == "RUNNING" for t in progress.trials)
+    best = min((t.best for t in progress.trials if t.best is not None), default=None)
+    state = "ended and exported" if progress.exported else f"running ({running} trial(s) training now)"
+    epochs = f" of at most {progress.max_epochs} each" if progress.max_epochs else ""
+    line = (f"Search `{progress.experiment.name}`: {state}; {trials} trial(s), {progress.trial_epochs} trial-epochs"
+            f"{epochs}" + (f"; best val neg-ELBO so far **{best:.2f}** nats." if best is not None else "."))
+    if not progress.exported:
+        line += f" Refreshes every {REFRESH_S:g} s."
+    if not progress.importances:
+        line += " Importances appear when the export writes best/importance.json."
+    return line
+
+
+def _search_plots(progress: SearchProgress, space_x: str | None) -> tuple[pd.DataFrame, ...]:
+    """The data of the Search view's plots (best so far twice, curves, space, Pareto, importances)."""
+    best = progress.best_so_far()
+    board = progress.leaderboard()
+    space = pd.DataFrame(columns=["trial_id", "value", "best_val_neg_elbo", "status"])
+    if space_x in board.columns:
+        space = board[board["best_val_neg_elbo"].notna()][["trial_id", space_x, "best_val_neg_elbo", "status"]]
+        space = space.rename(columns={space_x: "value"})
+    return (best[["trial_epochs", "best_val_neg_elbo"]], best[["wall_s", "best_val_neg_elbo"]],
+            progress.reports()[["trial_id", "epoch", "val_neg_elbo"]], space, progress.pareto(),
+            progress.importance_frame())
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -229,8 +359,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--experiment", type=Path, default=None,
-                        help=f"an exported search experiment (default: the latest under {DEFAULT_STORAGE}/)")
+                        help="a search's experiment folder: exported (its best/ is served) or still running (its best "
+                        f"trial checkpoint so far is served and followed); default: the latest exported under "
+                        f"{DEFAULT_STORAGE}/")
     source.add_argument("--checkpoint", type=Path, default=None, help="serve one checkpoint folder instead")
+    parser.add_argument("--wait", type=float, default=120.0,
+                        help="with --experiment of a search that has no trial checkpoint yet, wait this many seconds "
+                        "for its first one (default 120; 0: refuse at once)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--concurrency", type=int, default=2,
@@ -260,7 +395,17 @@ def _load_service(args: argparse.Namespace) -> VAEService:
     if experiment is None:
         raise ExperimentError(f"no exported experiment under {DEFAULT_STORAGE}/ (run python -m search.run first, "
                               "or pass --experiment DIR or --checkpoint DIR)")
-    return VAEService.from_experiment(experiment)
+    deadline = time.monotonic() + max(0.0, args.wait)
+    while True:
+        try:
+            return VAEService.from_experiment(experiment)
+        except NoCheckpointYet as exc:
+            if time.monotonic() >= deadline:
+                raise NoCheckpointYet(f"{exc}; waited {args.wait:g} s") from exc
+            if not getattr(args, "_told", False):
+                print(f"{exc}: waiting up to {args.wait:g} s for the first one", file=sys.stderr, flush=True)
+                args._told = True
+            time.sleep(1.0)
 
 
 def main(argv: list[str] | None = None) -> int:

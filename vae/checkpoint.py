@@ -16,8 +16,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vae.class_gaussians import CLASS_GAUSSIANS_FILE, ClassGaussians, ClassGaussiansError, load_class_gaussians, \
-    save_class_gaussians
+from vae.class_gaussians import (
+    CLASS_GAUSSIANS_FILE,
+    ClassGaussians,
+    ClassGaussiansError,
+    load_class_gaussians,
+    save_class_gaussians,
+)
 from vae.config import ModelConfig, TrainConfig
 from vae.data import Split
 from vae.model import LinearVAE

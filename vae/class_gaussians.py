@@ -64,7 +64,8 @@ def fit_class_gaussians(model: LinearVAE, images: torch.Tensor, labels: torch.Te
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        mus = torch.cat([model.encode(images[i : i + FIT_BATCH].to(device))[0] for i in range(0, len(images), FIT_BATCH)])
+        mus = torch.cat([model.encode(images[first : first + FIT_BATCH].to(device))[0]
+                         for first in range(0, len(images), FIT_BATCH)])
     model.train(was_training)
     mus, labels = mus.double().cpu(), labels.cpu()
     width = mus.shape[1]
