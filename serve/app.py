@@ -38,7 +38,7 @@ from serve.images import MAX_INPUT_PIXELS  # noqa: E402
 from serve.progress import SearchProgress, read_progress  # noqa: E402
 from serve.service import (  # noqa: E402
     CLASS_GAUSSIAN,
-    DEFAULT_MODE,
+    DEFAULT_NOISE_SCALE,
     EXAMPLES,
     MAX_NOISE,
     MAX_SAMPLES,
@@ -50,6 +50,7 @@ from serve.service import (  # noqa: E402
     InvalidRequest,
     NoCheckpointYet,
     VAEService,
+    default_mode,
 )
 from vae.checkpoint import EXAMPLES_PER_CLASS, CheckpointError  # noqa: E402
 
@@ -164,6 +165,7 @@ def build_app(service: VAEService) -> gr.Blocks:
         return _png_file(out.model_input), _png_file(out.reconstruction), round(out.neg_elbo, 2)
 
     def model_info():
+        service.refresh()  # while following a running search: serve a new best first
         return service.model_info(), leaderboard(), served_line()
 
     hyperparameters = read_progress(service.search).hyperparameters if service.search else []
@@ -175,12 +177,12 @@ def build_app(service: VAEService) -> gr.Blocks:
             empty = pd.DataFrame()
             return ("This app serves one checkpoint (--checkpoint): there is no search to show.", empty, empty,
                     empty, empty, empty, empty, empty)
+        service.refresh()
         progress = read_progress(service.search)
         return (_search_status(progress), progress.leaderboard().round(4), *_search_plots(progress, space_x))
 
     def tick(space_x: str | None):
         """Every REFRESH_S while a search runs: follow a new best, then redraw the Search and Model views."""
-        service.refresh()
         return (*search_progress(space_x), *model_info())
 
     def set_follow(follow: bool):
@@ -207,10 +209,10 @@ def build_app(service: VAEService) -> gr.Blocks:
                     g_class = gr.Dropdown(class_choices, value=class_choices[0][1], label="Class",
                                           elem_id="generate-class")
                     g_n = gr.Slider(1, MAX_SAMPLES, value=16, step=1, label="Samples")
-                    g_noise = gr.Slider(0, MAX_NOISE, value=1.0, step=0.05, label="Noise scale",
-                                        info="0 decodes the posterior mean; 1 samples the posterior")
-                    has_gaussians = service.served.checkpoint.class_gaussians is not None
-                    g_mode = gr.Radio(MODE_CHOICES, value=DEFAULT_MODE if has_gaussians else EXAMPLES,
+                    g_noise = gr.Slider(0, MAX_NOISE, value=DEFAULT_NOISE_SCALE, step=0.05, label="Noise scale",
+                                        info="0 decodes the class mean (or the example's posterior mean); 1 draws "
+                                        "with the full spread of the class Gaussian (or the posterior)")
+                    g_mode = gr.Radio(MODE_CHOICES, value=default_mode(service.served),
                                       label="Draw new codes from",
                                       elem_id="generate-mode")
                     g_sources = gr.Slider(1, MAX_SOURCES, value=1, step=1, label="Real examples to start from",
