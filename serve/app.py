@@ -365,9 +365,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         f"trial checkpoint so far is served and followed); default: the latest exported under "
                         f"{DEFAULT_STORAGE}/")
     source.add_argument("--checkpoint", type=Path, default=None, help="serve one checkpoint folder instead")
-    parser.add_argument("--wait", type=float, default=120.0,
-                        help="with --experiment of a search that has no trial checkpoint yet, wait this many seconds "
-                        "for its first one (default 120; 0: refuse at once)")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="with --experiment of a search that has no trial checkpoint yet (or whose folder does "
+                        "not exist yet), wait up to this long for its first one (default 0: refuse at once)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--concurrency", type=int, default=2,
@@ -397,16 +397,29 @@ def _load_service(args: argparse.Namespace) -> VAEService:
     if experiment is None:
         raise ExperimentError(f"no exported experiment under {DEFAULT_STORAGE}/ (run python -m search.run first, "
                               "or pass --experiment DIR or --checkpoint DIR)")
-    deadline = time.monotonic() + max(0.0, args.wait)
+    return _wait_for_experiment(Path(experiment), args.wait)
+
+
+def _wait_for_experiment(path: Path, wait_s: float) -> VAEService:
+    """Serve ``path``; a search that has not saved a checkpoint yet (or not even made its folder) is waited
+    for up to ``wait_s`` seconds, with one line saying so, then refused with one line."""
+    deadline = time.monotonic() + wait_s
+    told = False
     while True:
         try:
-            return VAEService.from_experiment(experiment)
-        except NoCheckpointYet as exc:
-            if time.monotonic() >= deadline:
-                raise NoCheckpointYet(f"{exc}; waited {args.wait:g} s") from exc
-            if not getattr(args, "_told", False):
-                print(f"{exc}: waiting up to {args.wait:g} s for the first one", file=sys.stderr, flush=True)
-                args._told = True
+            return VAEService.from_experiment(path)
+        except ExperimentError as exc:
+            not_yet = isinstance(exc, NoCheckpointYet) or not path.exists() or (path.is_dir()
+                                                                                and not any(path.iterdir()))
+            if not not_yet or wait_s <= 0 or time.monotonic() >= deadline:
+                if isinstance(exc, NoCheckpointYet):
+                    hint = f"; waited {wait_s:g} s" if wait_s > 0 else "; pass --wait SECONDS to wait for it"
+                    raise NoCheckpointYet(f"{exc}{hint}") from exc
+                raise
+            if not told:
+                print(f"waiting up to {wait_s:g} s for the first trial checkpoint of the search at {path}",
+                      file=sys.stderr, flush=True)
+                told = True
             time.sleep(1.0)
 
 
