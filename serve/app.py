@@ -291,7 +291,7 @@ def build_app(service: VAEService) -> gr.Blocks:
                 s_pareto = gr.ScatterPlot(x="parameters", y="best_val_neg_elbo", color="front",
                                           title="Pareto front: loss vs parameters", y_title="best val neg-ELBO (nats)")
             s_importance = gr.BarPlot(x="hyperparameter", y="importance", title="Hyperparameter importances",
-                                      elem_id="search-importance")
+                                      elem_id="search-importance", visible=False)
             s_button = gr.Button("Refresh")
         search_outputs = [s_status, s_board, s_by_epochs, s_by_time, s_curves, s_space, s_pareto, s_importance]
         s_button.click(search_progress, s_space_x, search_outputs, api_name="search_progress")
@@ -348,9 +348,10 @@ def _search_plots(progress: SearchProgress, space_x: str | None) -> tuple[pd.Dat
     if space_x in board.columns:
         space = board[board["best_val_neg_elbo"].notna()][["trial_id", space_x, "best_val_neg_elbo", "status"]]
         space = space.rename(columns={space_x: "value"})
+    importance = progress.importance_frame()
     return (best[["trial_epochs", "best_val_neg_elbo"]], best[["wall_s", "best_val_neg_elbo"]],
-            progress.reports()[["trial_id", "epoch", "val_neg_elbo"]], space, progress.pareto(),
-            progress.importance_frame())
+            progress.reports()[["trial_id", "epoch", "val_neg_elbo"]], gr.ScatterPlot(space, x_title=space_x),
+            progress.pareto(), gr.BarPlot(importance, visible=not importance.empty))
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
