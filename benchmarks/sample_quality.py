@@ -10,7 +10,8 @@
    class-consistency = share of class-d samples the classifier calls d (for the prior: the entropy of the
    predicted-class histogram, ln 10 = 2.30 nats when every class is equally common), and diversity = mean
    pairwise Euclidean distance (pixels in [0, 1]) between samples of the same class, next to the same figure
-   for the real test images of that class.
+   for the real test images of that class; ``within_request_diversity`` is the same figure within each
+   16-sample request (one Generate click: for ``examples``, the draws from one real example's posterior).
 3. Writes the figures to benchmarks/results/sample_quality.json (full results, with a noise-scale sweep,
    under benchmarks/out/) and a PNG grid per mode (a row per class) to benchmarks/results/.
 
@@ -124,7 +125,9 @@ def evaluate_mode(checkpoint: Checkpoint, classifier: DigitCNN, data: DataSplits
         samples = class_samples(checkpoint, mode, cls, n, noise_scale, seed)
         real = data.test.images[data.test.labels == cls]
         hits = float((predict(classifier, samples) == cls).float().mean())
+        within = sum(diversity(chunk) for chunk in samples.split(REQUEST_SAMPLES)) / math.ceil(n / REQUEST_SAMPLES)
         per_class[str(cls)] = {"class_consistency": round(hits, 4), "diversity": round(diversity(samples), 3),
+                               "within_request_diversity": round(within, 3),
                                "real_diversity": round(diversity(real), 3)}
         grids.append(samples[:GRID_PER_CLASS])
     return summarise(per_class), grids
@@ -132,8 +135,9 @@ def evaluate_mode(checkpoint: Checkpoint, classifier: DigitCNN, data: DataSplits
 
 def summarise(per_class: dict) -> dict:
     mean = {k: sum(v[k] for v in per_class.values()) / len(per_class)
-            for k in ("class_consistency", "diversity", "real_diversity")}
+            for k in ("class_consistency", "diversity", "within_request_diversity", "real_diversity")}
     return {"class_consistency": round(mean["class_consistency"], 4), "diversity": round(mean["diversity"], 3),
+            "within_request_diversity": round(mean["within_request_diversity"], 3),
             "real_diversity": round(mean["real_diversity"], 3),
             "diversity_ratio": round(mean["diversity"] / mean["real_diversity"], 3), "per_class": per_class}
 
@@ -210,16 +214,18 @@ def main() -> int:
                              for mode in modes if mode != "prior"}
 
     print(f"served model: {served}; noise scale {args.noise_scale:g}; {args.samples} samples per class and mode")
-    print(f"{'mode':<15} {'consistency':>11} {'diversity':>9} {'real div.':>9} {'ratio':>6}  weakest classes")
+    print(f"{'mode':<15} {'consistency':>11} {'diversity':>9} {'per click':>9} {'real div.':>9} {'ratio':>6}  "
+          "weakest classes")
     for mode, result in modes.items():
         if mode == "prior":
-            print(f"{mode:<15} {'-':>11} {result['diversity']:>9.2f} {result['real_diversity']:>9.2f} "
+            print(f"{mode:<15} {'-':>11} {result['diversity']:>9.2f} {'-':>9} {result['real_diversity']:>9.2f} "
                   f"{result['diversity_ratio']:>6.2f}  predicted-class entropy "
                   f"{result['predicted_class_entropy_nats']:.3f} of {result['max_entropy_nats']:.3f} nats")
             continue
         weakest = sorted(result["per_class"].items(), key=lambda kv: kv[1]["class_consistency"])[:3]
         print(f"{mode:<15} {result['class_consistency']:>11.3f} {result['diversity']:>9.2f} "
-              f"{result['real_diversity']:>9.2f} {result['diversity_ratio']:>6.2f}  "
+              f"{result['within_request_diversity']:>9.2f} {result['real_diversity']:>9.2f} "
+              f"{result['diversity_ratio']:>6.2f}  "
               + ", ".join(f"{c}: {v['class_consistency']:.2f}" for c, v in weakest))
     for scale, by_mode in sweep.items():
         print(f"noise scale {scale}: " + "; ".join(f"{m} consistency {v['class_consistency']:.3f}, diversity ratio "
