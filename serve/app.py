@@ -182,8 +182,14 @@ def build_app(service: VAEService) -> gr.Blocks:
         return (_search_status(progress), progress.leaderboard().round(4), *_search_plots(progress, space_x))
 
     def tick(space_x: str | None):
-        """Every REFRESH_S while a search runs: follow a new best, then redraw the Search and Model views."""
-        return (*search_progress(space_x), *model_info())
+        """Every REFRESH_S while a search runs: follow a new best, then redraw the Search and Model views.
+        Once the search has ended (its export read), the Model view's trial picker opens and the timer stops."""
+        views = (*search_progress(space_x), *model_info())
+        if service.experiment is None:
+            return (*views, gr.skip(), gr.skip(), gr.skip())
+        trials = service.switchable_trials()
+        return (*views, gr.Dropdown(choices=trials, interactive=bool(trials)), gr.Button(interactive=bool(trials)),
+                gr.Timer(active=False))
 
     def set_follow(follow: bool):
         service.set_follow(follow)
@@ -321,7 +327,8 @@ def build_app(service: VAEService) -> gr.Blocks:
                   api_visibility="private")
         demo.load(_quiet(reconstruct_example), None, [r_input, r_out, r_elbo], api_visibility="private")
         demo.load(search_progress, s_space_x, search_outputs, api_visibility="private")
-        timer.tick(tick, s_space_x, [*search_outputs, m_info, m_board, served_md], api_visibility="private")
+        timer.tick(tick, s_space_x, [*search_outputs, m_info, m_board, served_md, m_trial, m_button, timer],
+                   api_visibility="private")
     return demo
 
 

@@ -1,7 +1,8 @@
 """The Search view in a real browser while a small search runs (Debian's chromium driven by playwright).
 
 The page opens with images already drawn; the Search tab's leaderboard and plots fill in and keep
-refreshing (gr.Timer) while trials run; the served-model line says it follows the search. With
+refreshing (gr.Timer) while trials run; the served-model line says it follows the search; when the search
+ends, the view says so and the app serves best/. With
 VAESEARCH_UPDATE_SCREENSHOTS=1 the screenshot is also written to docs/screenshot-search.png.
 """
 
@@ -61,6 +62,10 @@ def test_search_view_refreshes_while_a_search_runs(tmp_path: Path) -> None:
             page.wait_for_timeout(1000)
             shot = tmp_path / "search.png"
             page.screenshot(path=str(shot), full_page=True)
+            # When the search ends, the timer picks up its export: the view says so and best/ is served.
+            assert search.wait() == 0, search.output()[-3000:]
+            page.locator("#search-status").get_by_text("ended and exported").wait_for()
+            page.get_by_text("Serving best").wait_for()
         except Exception:
             if page is not None:
                 page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
