@@ -57,8 +57,8 @@ from vae.checkpoint import EXAMPLES_PER_CLASS, CheckpointError  # noqa: E402
 AUTH_ENV = "VAESEARCH_AUTH"
 MAX_UPLOAD = "10mb"
 REFRESH_S = 3.0  # the Search view and "follow the best" re-read the experiment this often while a search runs
-MODE_CHOICES = [("the class's region of the latent space (a Gaussian per class)", CLASS_GAUSSIAN),
-                ("real examples' posteriors (the article's way)", EXAMPLES)]
+MODE_CHOICES = [("the class's Gaussian in the latent space", CLASS_GAUSSIAN),
+                ("real examples' posteriors", EXAMPLES)]
 # Scale the small grids up to their frame, as crisp squares rather than a blur.
 CSS = ".pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
 
@@ -205,8 +205,9 @@ def build_app(service: VAEService) -> gr.Blocks:
     with gr.Blocks(title="vaesearch: generate digits", delete_cache=(3600, 3600)) as demo:
         timer = gr.Timer(REFRESH_S, active=service.search is not None and service.experiment is None)
         gr.Markdown("# vaesearch\nA variational autoencoder found by hyperparameter search. "
-                    "Generate new images of a class from real examples' posteriors, sample the prior, "
-                    "walk the latent space, or draw your own digit.")
+                    "Generate new images of a class from its region of the latent space (or from real "
+                    "examples' posteriors), sample the prior, walk the latent space, draw your own digit, or watch "
+                    "the search.")
         served_md = gr.Markdown(served_line(), label="Served model")
 
         with gr.Tab("Generate"):
@@ -216,13 +217,12 @@ def build_app(service: VAEService) -> gr.Blocks:
                                           elem_id="generate-class")
                     g_n = gr.Slider(1, MAX_SAMPLES, value=16, step=1, label="Samples")
                     g_noise = gr.Slider(0, MAX_NOISE, value=DEFAULT_NOISE_SCALE, step=0.05, label="Noise scale",
-                                        info="0 decodes the class mean (or the example's posterior mean); 1 draws "
-                                        "with the full spread of the class Gaussian (or the posterior)")
+                                        info="0: the class mean (or the example's posterior mean); 1: the full spread")
                     g_mode = gr.Radio(MODE_CHOICES, value=default_mode(service.served),
                                       label="Draw new codes from",
                                       elem_id="generate-mode")
-                    g_sources = gr.Slider(1, MAX_SOURCES, value=1, step=1, label="Real examples to start from",
-                                          info="used when drawing from real examples' posteriors")
+                    g_sources = gr.Slider(1, MAX_SOURCES, value=1, step=1,
+                                          label="Real examples to start from (posteriors mode)")
                     g_seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                     g_button = gr.Button("Generate", variant="primary", elem_id="generate-button")
                 with gr.Column(scale=1, min_width=160):
