@@ -286,16 +286,19 @@ def build_app(service: VAEService) -> gr.Blocks:
                 s_by_time = gr.LinePlot(x="wall_s", y="best_val_neg_elbo", title="Best so far vs wall time",
                                         x_title="seconds since the first trial started",
                                         y_title="best val neg-ELBO (nats)", elem_id="search-best-time")
-            s_curves = gr.LinePlot(x="epoch", y="val_neg_elbo", color="trial_id", title="Each trial's validation curve",
-                                   y_title="val neg-ELBO (nats)", elem_id="search-curves")
+            s_curves = gr.LinePlot(x="epoch", y="val_neg_elbo", color="trial", title="Each trial's validation curve",
+                                   color_title="trial (the leaderboard's 'started')", y_title="val neg-ELBO (nats)",
+                                   tooltip=["trial", "trial_id", "epoch", "val_neg_elbo"], elem_id="search-curves")
             with gr.Row():
                 with gr.Column():
                     s_space_x = gr.Dropdown(hyperparameters, value=space_x_default, label="Hyperparameter (x axis)",
                                             interactive=bool(hyperparameters))
                     s_space = gr.ScatterPlot(x="value", y="best_val_neg_elbo", color="status",
-                                             title="Trials in the space", y_title="best val neg-ELBO (nats)")
+                                             title="Trials in the space", y_title="best val neg-ELBO (nats)",
+                                             elem_id="search-space")
                 s_pareto = gr.ScatterPlot(x="parameters", y="best_val_neg_elbo", color="front",
-                                          title="Pareto front: loss vs parameters", y_title="best val neg-ELBO (nats)")
+                                          title="Pareto front: loss vs parameters", y_title="best val neg-ELBO (nats)",
+                                          elem_id="search-pareto")
             s_importance = gr.BarPlot(x="hyperparameter", y="importance", title="Hyperparameter importances",
                                       elem_id="search-importance", visible=False)
             s_button = gr.Button("Refresh")
@@ -356,9 +359,30 @@ def _search_plots(progress: SearchProgress, space_x: str | None) -> tuple[pd.Dat
         space = board[board["best_val_neg_elbo"].notna()][["trial_id", space_x, "best_val_neg_elbo", "status"]]
         space = space.rename(columns={space_x: "value"})
     importance = progress.importance_frame()
+    curves = progress.reports()[["trial", "trial_id", "epoch", "val_neg_elbo"]]
+    slots = [f"trial {k}" for k in range(1, max(progress.num_trials or 0, len(progress.trials)) + 1)]
     return (best[["trial_epochs", "best_val_neg_elbo"]], best[["wall_s", "best_val_neg_elbo"]],
-            progress.reports()[["trial_id", "epoch", "val_neg_elbo"]], gr.ScatterPlot(space, x_title=space_x),
-            progress.pareto(), gr.BarPlot(importance, visible=not importance.empty))
+            _with_categories(curves, "trial", slots),
+            gr.ScatterPlot(_with_categories(space, "status", STATUSES), x_title=space_x),
+            _with_categories(progress.pareto(), "front", FRONTS), gr.BarPlot(importance, visible=not importance.empty))
+
+
+STATUSES = ("RUNNING", "PENDING", "PAUSED", "TERMINATED", "EARLY_STOPPED", "ERROR", "unknown")
+FRONTS = ("Pareto front", "dominated")
+
+
+def _with_categories(frame: pd.DataFrame, column: str, categories: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """``frame`` plus an empty row (NaN values, not drawn) for each category it does not have yet.
+
+    A native plot keeps the colour categories of its first drawing in a page (Gradio 6.31): a category that
+    appears later (a new trial, a trial that finished) would not be drawn until the page is reloaded. The
+    empty rows put the expected categories into the first drawing."""
+    missing = [c for c in dict.fromkeys(categories) if c not in set(frame[column])]
+    if not missing:
+        return frame
+    empty = pd.DataFrame({col: [float("nan")] * len(missing) for col in frame.columns if col != column})
+    empty[column] = missing
+    return pd.concat([frame, empty[frame.columns]], ignore_index=True)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

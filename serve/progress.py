@@ -79,6 +79,7 @@ class SearchProgress:
     max_epochs: int | None = None
     exported: bool = False  # best/leaderboard.json exists: the search ended and was exported
     importances: dict[str, float] = field(default_factory=dict)
+    num_trials: int | None = None  # the search's trial budget, when its config says
 
     @property
     def hyperparameters(self) -> list[str]:
@@ -94,28 +95,36 @@ class SearchProgress:
     def leaderboard(self) -> pd.DataFrame:
         """One row per trial, best validation neg-ELBO first (trials without a report last)."""
         rows = []
+        order = self.started()
         for trial in self.trials:
             last = trial.reports[-1] if trial.reports else {}
             rows.append({
-                "trial_id": trial.trial_id, "status": trial.status or "unknown",
+                "trial_id": trial.trial_id, "started": order.get(trial.trial_id), "status": trial.status or "unknown",
                 "best_val_neg_elbo": trial.best,
                 "last_val_neg_elbo": last.get(METRIC) if _finite(last.get(METRIC)) else None,
                 "epochs": len(trial.reports), **trial.hyperparameters,
                 "parameters": last.get("parameters"), "time_s": _round(last.get("time_total_s")),
             })
-        columns = ["rank", "trial_id", "status", "best_val_neg_elbo", "last_val_neg_elbo", "epochs",
+        columns = ["rank", "trial_id", "started", "status", "best_val_neg_elbo", "last_val_neg_elbo", "epochs",
                    *self.hyperparameters, "parameters", "time_s"]
         frame = pd.DataFrame(rows, columns=columns[1:])
         frame = frame.sort_values("best_val_neg_elbo", na_position="last", kind="stable").reset_index(drop=True)
         frame.insert(0, "rank", range(1, len(frame) + 1))
         return frame
 
+    def started(self) -> dict[str, int]:
+        """Each trial's number in the order the trials started (by their first report): 1, 2, ..."""
+        first = sorted((float(t.reports[0].get("reported_at", 0.0)), t.trial_id) for t in self.trials if t.reports)
+        return {trial_id: k for k, (_, trial_id) in enumerate(first, 1)}
+
     def reports(self) -> pd.DataFrame:
-        """Every report: trial_id, epoch, val_neg_elbo, reported_at (s since the epoch), wall_s (since the start)."""
-        rows = [{"trial_id": t.trial_id, "epoch": int(r.get("epoch", i + 1)), METRIC: float(r[METRIC]),
-                 "reported_at": float(r.get("reported_at", r.get("timestamp", 0.0)))}
+        """Every report: trial_id, trial ("trial k", k = started()), epoch, val_neg_elbo, reported_at (s since the
+        epoch), wall_s (since the start)."""
+        order = self.started()
+        rows = [{"trial_id": t.trial_id, "trial": f"trial {order[t.trial_id]}", "epoch": int(r.get("epoch", i + 1)),
+                 METRIC: float(r[METRIC]), "reported_at": float(r.get("reported_at", r.get("timestamp", 0.0)))}
                 for t in self.trials for i, r in enumerate(t.reports) if _finite(r.get(METRIC))]
-        frame = pd.DataFrame(rows, columns=["trial_id", "epoch", METRIC, "reported_at"])
+        frame = pd.DataFrame(rows, columns=["trial_id", "trial", "epoch", METRIC, "reported_at"])
         start = self._start_time()
         frame["wall_s"] = frame["reported_at"] - start if start is not None else 0.0
         return frame.sort_values(["reported_at", "trial_id"], kind="stable").reset_index(drop=True)
@@ -179,10 +188,12 @@ def read_progress(experiment: str | Path) -> SearchProgress:
         trials.append(TrialProgress(trial_id, hyper, _read_results(directory / "result.json"), statuses.get(trial_id)))
     config = _read_json(experiment / SEARCH_FILE)
     max_epochs = (config.get("config") or {}).get("max_epochs") if isinstance(config, dict) else None
+    num_trials = config.get("num_samples") if isinstance(config, dict) else None
     stored = _read_json(experiment / BEST_DIR / IMPORTANCE_JSON)
     importances = {str(k): float(v) for k, v in stored.items() if _finite(v)} if isinstance(stored, dict) else {}
     return SearchProgress(experiment, tuple(trials), max_epochs if isinstance(max_epochs, int) else None,
-                          (experiment / BEST_DIR / LEADERBOARD_JSON).is_file(), importances)
+                          (experiment / BEST_DIR / LEADERBOARD_JSON).is_file(), importances,
+                          num_trials if isinstance(num_trials, int) else None)
 
 
 def search_settings(experiment: str | Path) -> dict[str, Any]:

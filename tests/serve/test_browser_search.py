@@ -22,6 +22,7 @@ from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SCREENSHOT = REPO / "docs" / "screenshot-search.png"
+EPOCHS = 8
 
 
 def trial_epochs(page) -> int:
@@ -29,11 +30,21 @@ def trial_epochs(page) -> int:
     return int(match.group(1)) if match else 0
 
 
+# In the page: as many lines drawn in the curves plot and points in the space plot as the leaderboard has trials
+# (at least two), also for the trials and statuses that appeared after the plots' first drawing.
+DRAWN = """([board, curves, space]) => {
+  const trials = new Set(document.querySelector(board).innerText.match(/\\b[0-9a-f]{8}\\b/g) || []).size;
+  const drawn = (sel) => [...document.querySelectorAll(sel)].filter(p => (p.getAttribute("d") || "").length > 0).length;
+  const lines = drawn(curves + " g.mark-line.role-mark path"), points = drawn(space + " g.mark-symbol.role-mark path");
+  return trials >= 2 && lines === trials && points === trials;
+}"""
+
+
 def test_search_view_refreshes_while_a_search_runs(tmp_path: Path) -> None:
     assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: apt-get install -y chromium (CI does, in .ci/run)"
     from playwright.sync_api import sync_playwright
 
-    with running_search(tmp_path / "search", trials=3, epochs=8) as search, \
+    with running_search(tmp_path / "search", trials=3, epochs=EPOCHS) as search, \
             running_app(["--experiment", str(search.experiment), "--wait", "240"], tmp_path / "app") as server, \
             sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -55,11 +66,16 @@ def test_search_view_refreshes_while_a_search_runs(tmp_path: Path) -> None:
                 page.locator(f"{plot} canvas, {plot} svg.marks").first.wait_for()
             first = trial_epochs(page)
             deadline = time.monotonic() + 120
-            while trial_epochs(page) <= first and search.process.poll() is None:  # the timer redraws the view
+            # The timer redraws the view; for the screenshot, wait until a second trial is under way.
+            while trial_epochs(page) <= max(first, EPOCHS + 1) and search.process.poll() is None:
                 assert time.monotonic() < deadline, "the Search view did not refresh"
                 page.wait_for_timeout(500)
             assert trial_epochs(page) > first or search.process.poll() is not None
             page.wait_for_timeout(1000)
+            # Every trial of the leaderboard is drawn in the curves plot (its legend names them), and every status
+            # in the space plot, also those that appeared after the plots' first drawing.
+            page.wait_for_function(DRAWN, arg=["#search-leaderboard", "#search-curves", "#search-space"],
+                                   timeout=15_000)
             shot = tmp_path / "search.png"
             page.screenshot(path=str(shot), full_page=True)
             # When the search ends, the timer picks up its export: the view says so and best/ is served.
