@@ -26,8 +26,9 @@ from search import layout, storage
 from search.config import SearchConfig
 from search.trainable import METRIC, MODE
 from vae.checkpoint import load_checkpoint, save_checkpoint
+from vae.class_gaussians import fit_class_gaussians
 from vae.config import ModelConfig, TrainConfig
-from vae.data import DataSplits
+from vae.data import DATASETS, DataSplits
 from vae.model import count_parameters
 from vae.train import evaluate
 
@@ -163,7 +164,8 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], fields: tuple[str, ...]) 
 
 def _export_trial(result: tune.Result, row: dict[str, Any], config: SearchConfig, data: DataSplits,
                   destination: Path) -> dict[str, float]:
-    """Copy the trial's best checkpoint as a vae.checkpoint (with test metrics and test examples)."""
+    """Copy the trial's best checkpoint as a vae.checkpoint (with test metrics, test examples and the class
+    Gaussians fitted on the training split)."""
     checkpoint = result.get_best_checkpoint(METRIC, MODE) or result.checkpoint
     with checkpoint.as_directory() as directory:
         saved = load_checkpoint(directory)
@@ -173,7 +175,8 @@ def _export_trial(result: tune.Result, row: dict[str, Any], config: SearchConfig
     save_checkpoint(destination, saved.model, dataset=config.dataset, metrics=metrics,
                     train_config=TrainConfig(**train_config) if train_config else None,
                     extra={"trial_id": row["trial_id"], "status": row["status"], "epochs": row["epochs"]},
-                    examples=data.test)
+                    examples=data.test, class_gaussians=fit_class_gaussians(
+                        saved.model, data.train.images, data.train.labels, len(DATASETS[config.dataset].class_names)))
     return metrics
 
 

@@ -8,6 +8,7 @@ calls ``search.tuner.run_search``.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,6 +20,7 @@ from search.tracking import default_wandb_mode
 from vae.data import DATA_DIR_ENV, DATASETS
 
 DEFAULTS = SearchConfig()
+APP_WAIT_S = 1800  # --serve: how long the app waits for the search's first trial checkpoint
 
 
 class _Parser(argparse.ArgumentParser):
@@ -106,7 +108,31 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("--wandb-mode", choices=WANDB_MODES, default=None,
                        help="W&B mode (default: online when a W&B API key is configured, else offline; "
                        "upload offline runs later with 'wandb sync')")
+    web = p.add_argument_group("web app")
+    web.add_argument("--serve", action="store_true",
+                     help="also start the web app (python -m serve.app) on 127.0.0.1 beside the search: from the first "
+                     "trial checkpoint on it serves the best model so far, follows each new best and shows the Search "
+                     "view; after the search it serves best/ until Ctrl+C (local --storage only)")
+    web.add_argument("--serve-port", type=int, default=7860, help="the web app's port with --serve (default 7860)")
     return p
+
+
+def _start_app(experiment: Path, port: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "serve.app", "--experiment", str(experiment), "--wait", str(APP_WAIT_S),
+               "--port", str(port)]
+    print(f"web app: http://127.0.0.1:{port}/ serves the best model so far from the first trial checkpoint on",
+          flush=True)
+    return subprocess.Popen(command)
+
+
+def _stop_app(app: subprocess.Popen | None) -> None:
+    if app is not None and app.poll() is None:
+        app.terminate()
+        try:
+            app.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            app.kill()
+            app.wait(timeout=15)
 
 
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
@@ -170,17 +196,37 @@ def main(argv: list[str] | None = None) -> int:
     if config.data_dir is not None and not Path(config.data_dir).is_dir():
         print(f"error: --data-dir {config.data_dir} does not exist", file=sys.stderr)
         return 2
-    from search.tuner import SearchError, SearchInterrupted, run_search
-
-    try:
-        outcome = run_search(config)
-    except SearchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if args.serve and (config.storage_is_uri or not 1 <= args.serve_port <= 65535):
+        print("error: --serve needs a local --storage" if config.storage_is_uri else
+              f"error: --serve-port is out of range: {args.serve_port}", file=sys.stderr)
         return 2
-    except SearchInterrupted as exc:
-        print(str(exc), file=sys.stderr)
-        return 130
-    return 0 if outcome.export.best is not None else 1
+    from search.tuner import SearchError, SearchInterrupted, default_name, latest_restorable, run_search
+
+    app = None
+    try:
+        if args.serve:
+            name = config.name or (latest_restorable(config) if config.resume else default_name(config))
+            if name is not None:  # (a --resume with nothing to resume fails in run_search, with its message)
+                config = config.replace(name=name)
+                app = _start_app(config.local_experiment_dir(name), args.serve_port)
+        try:
+            outcome = run_search(config)
+        except SearchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except SearchInterrupted as exc:
+            print(str(exc), file=sys.stderr)
+            return 130
+        if app is not None and app.poll() is None and outcome.export.best is not None:
+            print(f"search ended; the web app serves its best/ on http://127.0.0.1:{args.serve_port}/ until Ctrl+C",
+                  flush=True)
+            try:
+                app.wait()
+            except KeyboardInterrupt:
+                pass
+        return 0 if outcome.export.best is not None else 1
+    finally:
+        _stop_app(app)
 
 
 if __name__ == "__main__":

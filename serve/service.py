@@ -9,6 +9,7 @@ requests always see one whole model, never a half-switched one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import threading
@@ -20,11 +21,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from search.layout import BEST_DIR, LEADERBOARD_JSON
 from serve.experiment import Experiment, ExperimentError, load_experiment
 from serve.images import ImageInputError, open_image, to_model_input
-from vae.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from serve.progress import CheckpointRef, is_search_folder, read_progress, search_settings
+from vae.checkpoint import EXAMPLES_PER_CLASS, Checkpoint, CheckpointError, load_checkpoint
+from vae.class_gaussians import fit_class_gaussians, sample_class
 from vae.config import IMAGE_SIDE, INPUT_DIM
-from vae.data import DATASETS
+from vae.data import DATASETS, DataError, DataSplits, Split, load_splits
 from vae.loss import neg_elbo
 from vae.sample import generate_class, grid_to_uint8, interpolate, reconstruct, sample_prior
 
@@ -36,6 +40,12 @@ MIN_STEPS, MAX_STEPS = 2, 32
 MAX_SEED = 2**31 - 1
 ELBO_SAMPLES = 64  # the Reconstruct view's neg-ELBO averages this many posterior draws (seeded)
 GRID_COLUMNS = 8
+CLASS_GAUSSIAN, EXAMPLES = "class_gaussian", "examples"
+GENERATE_MODES = (CLASS_GAUSSIAN, EXAMPLES)  # /generate's mode argument: an allow-list
+DEFAULT_MODE = CLASS_GAUSSIAN  # the better of the two by benchmarks/sample_quality.py, where the checkpoint has it
+# The Generate view's default noise scale: class-Gaussian samples at 0.75 are 97% of their class by an independent
+# classifier with two thirds of real images' diversity; at 1 the Gaussian's tails reach other classes (92%).
+DEFAULT_NOISE_SCALE = 0.75
 
 LEADERBOARD_COLUMNS = (
     "mark", "rank", "trial_id", "status", "best_val_neg_elbo", "latent_width", "reparam_width", "lr",
@@ -47,11 +57,16 @@ class InvalidRequest(ValueError):
     """An input the app refuses; the message says why, for the user."""
 
 
+class NoCheckpointYet(ExperimentError):
+    """A running search has not saved a trial checkpoint yet: nothing to serve so far."""
+
+
 @dataclass(frozen=True)
 class ServedModel:
     checkpoint: Checkpoint
     label: str  # where it came from, for display: "best", "trials/<id>" or the checkpoint folder's name
     trial_id: str | None = None
+    source: CheckpointRef | None = None  # set when following a running search: the trial checkpoint served
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -74,6 +89,11 @@ class Reconstruction:
     kl: float
 
 
+def default_mode(served: ServedModel) -> str:
+    """DEFAULT_MODE when the checkpoint has class Gaussians, else "examples" (older checkpoints)."""
+    return DEFAULT_MODE if served.checkpoint.class_gaussians is not None else EXAMPLES
+
+
 def load_served(path: str | Path, label: str, trial_id: str | None = None) -> ServedModel:
     """Load a checkpoint to serve; raises CheckpointError if it is missing, invalid or not 28x28 images."""
     checkpoint = load_checkpoint(path, device="cpu")
@@ -83,10 +103,19 @@ def load_served(path: str | Path, label: str, trial_id: str | None = None) -> Se
 
 
 class VAEService:
-    def __init__(self, served: ServedModel, experiment: Experiment | None = None) -> None:
+    """Serves one model at a time. ``search`` is the search's experiment folder when there is one (the
+    Search view reads it, and while ``follow`` is on ``refresh`` serves each new best checkpoint of a
+    running search); ``experiment`` is its export (best/), None until the search has ended."""
+
+    def __init__(self, served: ServedModel, experiment: Experiment | None = None, search: Path | None = None,
+                 follow: bool = False) -> None:
         self._served = served
         self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
         self.experiment = experiment
+        self.search = search
+        self.follow = follow
+        self._data: DataSplits | None | bool = False  # False: not loaded yet; None: not available
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> VAEService:
@@ -94,9 +123,87 @@ class VAEService:
 
     @classmethod
     def from_experiment(cls, path: str | Path) -> VAEService:
-        """Serve an exported experiment's best/ checkpoint; raises ExperimentError or CheckpointError."""
+        """Serve an exported experiment's best/ checkpoint, or, for a search that is still running (no
+        best/ yet), its best trial checkpoint so far, following new bests. Raises ExperimentError
+        (NoCheckpointYet when a running search has no checkpoint yet) or CheckpointError."""
+        path = Path(path)
+        if not (path / BEST_DIR / LEADERBOARD_JSON).is_file() and is_search_folder(path):
+            ref = read_progress(path).best_checkpoint()
+            if ref is None:
+                raise NoCheckpointYet(f"the search at {path} has no trial checkpoint yet (each trial saves one "
+                                      "after its first epoch)")
+            service = cls(None, None, path, follow=True)  # type: ignore[arg-type] - served just below
+            service._served = service._load_ref(ref)
+            return service
         experiment = load_experiment(path)
-        return cls(load_served(experiment.best, "best", experiment.best_trial_id()), experiment)
+        search = experiment.best.parent if is_search_folder(experiment.best.parent) else None
+        return cls(load_served(experiment.best, "best", experiment.best_trial_id()), experiment, search)
+
+    # ---- following a running search ------------------------------------------------------------
+
+    def set_follow(self, follow: bool) -> None:
+        self.follow = bool(follow)
+
+    def refresh(self) -> bool:
+        """Pick up what the search wrote since the last call: its export once it has ended (then best/
+        is served if following), else, while following, a new best checkpoint. Returns whether the
+        served model changed. Concurrent calls (one timer per open page) do not queue: one reads,
+        the others return at once. A checkpoint that fails to load is left for the next call."""
+        if self.search is None or not self._refresh_lock.acquire(blocking=False):
+            return False
+        try:
+            if self.experiment is None and (self.search / BEST_DIR / LEADERBOARD_JSON).is_file():
+                try:
+                    experiment = load_experiment(self.search)
+                    served = load_served(experiment.best, "best", experiment.best_trial_id()) if self.follow else None
+                except (ExperimentError, CheckpointError):
+                    return False  # being written: next time
+                self.experiment = experiment
+                if served is not None:
+                    with self._lock:
+                        self._served = served
+                return served is not None
+            if not self.follow or self.experiment is not None:
+                return False
+            ref = read_progress(self.search).best_checkpoint()
+            current = self.served.source
+            if ref is None or (current is not None and (ref.path == current.path or
+                                                        ref.val_neg_elbo >= current.val_neg_elbo)):
+                return False
+            try:
+                served = self._load_ref(ref)
+            except CheckpointError:
+                return False  # deleted by Tune (num_to_keep) or unreadable: next time
+            with self._lock:
+                self._served = served
+            return True
+        finally:
+            self._refresh_lock.release()
+
+    def _load_ref(self, ref: CheckpointRef) -> ServedModel:
+        """A trial checkpoint as a ServedModel. Trial checkpoints carry neither an examples bank nor class
+        Gaussians: when the search's data set can be loaded here, both are made in memory (the test split's
+        first EXAMPLES_PER_CLASS images per class, Gaussians fitted on the training split), as the export
+        would; nothing is written into the experiment."""
+        served = load_served(ref.path, f"trial {ref.trial_id}, epoch {ref.epoch}", ref.trial_id)
+        checkpoint = served.checkpoint
+        data = self._search_data()
+        if data is not None and (checkpoint.examples is None or checkpoint.class_gaussians is None):
+            checkpoint = dataclasses.replace(
+                checkpoint, examples=checkpoint.examples or _example_bank(data.test),
+                class_gaussians=checkpoint.class_gaussians or fit_class_gaussians(
+                    checkpoint.model, data.train.images, data.train.labels, len(served.class_names)))
+        return ServedModel(checkpoint, served.label, ref.trial_id, ref)
+
+    def _search_data(self) -> DataSplits | None:
+        if self._data is False:
+            settings = search_settings(self.search) if self.search else {}
+            try:
+                self._data = load_splits(settings.get("dataset", "mnist"), settings.get("data_dir"),
+                                         seed=int(settings.get("seed", 0)), device="cpu", log_fn=lambda _m: None)
+            except (DataError, OSError, RuntimeError, ValueError):
+                self._data = None
+        return self._data  # type: ignore[return-value]
 
     @property
     def served(self) -> ServedModel:
@@ -105,15 +212,34 @@ class VAEService:
 
     # ---- views -------------------------------------------------------------------------------
 
-    def generate(self, class_index: Any, n_samples: Any, noise_scale: Any, seed: Any, n_sources: Any = 1) -> Generated:
-        """Samples of one class, drawn from the posteriors of ``n_sources`` real examples of it."""
+    def generate(self, class_index: Any, n_samples: Any, noise_scale: Any, seed: Any, n_sources: Any = 1,
+                 mode: Any = None) -> Generated:
+        """Samples of one class. Mode "class_gaussian": codes drawn from the class's Gaussian in the latent
+        space (``examples`` is then the decoded class mean, ``n_sources`` unused); mode "examples": codes
+        drawn from the posteriors of ``n_sources`` real examples of the class (the article's way). None:
+        the served model's default (``default_mode``)."""
         served = self.served
-        examples = _examples(served)
+        mode = default_mode(served) if mode is None else mode
+        if mode not in GENERATE_MODES:
+            raise InvalidRequest(f"mode must be one of {', '.join(GENERATE_MODES)}, got {mode!r}")
         class_index = _int_in("class", class_index, 0, len(served.class_names) - 1)
         n_samples = _int_in("number of samples", n_samples, 1, MAX_SAMPLES)
         noise_scale = _float_in("noise scale", noise_scale, 0.0, MAX_NOISE)
         n_sources = _int_in("number of real examples", n_sources, 1, MAX_SOURCES)
         generator = _generator(seed)
+        if mode == CLASS_GAUSSIAN:
+            gaussians = served.checkpoint.class_gaussians
+            if gaussians is None:
+                raise InvalidRequest("this checkpoint has no class Gaussians (saved before they existed, or a trial "
+                                     "checkpoint without the data set at hand): use the mode \"examples\"")
+            if class_index >= gaussians.num_classes:
+                raise InvalidRequest(f"this model has no Gaussian for class {class_index}")
+            model = served.checkpoint.model
+            samples = sample_class(model, gaussians, class_index, n_samples, noise_scale=noise_scale,
+                                   generator=generator)
+            centre = sample_class(model, gaussians, class_index, 1, noise_scale=0.0)
+            return Generated(_grid(centre, 1), _grid(samples, min(n_samples, GRID_COLUMNS)))
+        examples = _examples(served)
         try:
             out = generate_class(served.checkpoint.model, examples.images, examples.labels, class_index, n_samples,
                                  n_sources=n_sources, noise_scale=noise_scale, generator=generator)
@@ -165,6 +291,13 @@ class VAEService:
         return Reconstruction(_grid(x.view(1, 1, IMAGE_SIDE, IMAGE_SIDE), 1), _grid(decoded, 1),
                               float(terms.neg_elbo), float(terms.recon), float(terms.kl))
 
+    def example_image(self, class_index: Any, example_index: Any) -> np.ndarray:
+        """A real example of the bank as a [28, 28] uint8 image (what the Reconstruct view opens with)."""
+        served = self.served
+        image = _bank_image(_examples(served), _int_in("class", class_index, 0, len(served.class_names) - 1),
+                            example_index, "example")
+        return _grid(image.view(1, 1, IMAGE_SIDE, IMAGE_SIDE), 1)
+
     # ---- model info and switching -----------------------------------------------------------
 
     def model_info(self) -> dict[str, Any]:
@@ -172,10 +305,14 @@ class VAEService:
         checkpoint = served.checkpoint
         meta = checkpoint.meta
         examples = checkpoint.examples
+        source = served.source
         return {
             "serving": served.label,
             "trial_id": served.trial_id,
-            "experiment": self.experiment.name if self.experiment else None,
+            "epoch": source.epoch if source else meta.get("epoch"),
+            "following": bool(self.follow and self.experiment is None and self.search is not None),
+            "generate_modes": [m for m in GENERATE_MODES if m != CLASS_GAUSSIAN or checkpoint.class_gaussians],
+            "experiment": self.experiment.name if self.experiment else self.search.name if self.search else None,
             "dataset": checkpoint.dataset,
             "classes": list(served.class_names),
             "model_config": checkpoint.config.to_dict(),
@@ -188,9 +325,19 @@ class VAEService:
 
     def leaderboard(self) -> tuple[list[str], list[list[Any]]]:
         """Columns and rows of the experiment's leaderboard; ``mark`` flags the best and the served trial."""
-        if self.experiment is None:
-            return list(LEADERBOARD_COLUMNS), []
         served_id = self.served.trial_id
+        if self.experiment is None:
+            if self.search is None:
+                return list(LEADERBOARD_COLUMNS), []
+            board = read_progress(self.search).leaderboard()
+            rows = []
+            for record in board.to_dict("records"):
+                marks = ["best so far"] if record["rank"] == 1 else []
+                if str(record["trial_id"]) == served_id:
+                    marks.append("serving")
+                values = {**record, "mark": " + ".join(marks)}
+                rows.append([_rounded(_plain(values.get(col))) for col in LEADERBOARD_COLUMNS])
+            return list(LEADERBOARD_COLUMNS), rows
         rows = []
         for row in self.experiment.leaderboard:
             marks = ["best"] if row.get("is_best") else []
@@ -207,6 +354,9 @@ class VAEService:
         """Serve another trial's checkpoint. Loading happens outside the lock; the swap is one
         assignment under it. On any failure the current model stays served."""
         if self.experiment is None:
+            if self.search is not None:
+                raise InvalidRequest("the search is still running: the app follows its best checkpoint so far; "
+                                     "trials can be picked once it has ended")
             raise InvalidRequest("this app serves one checkpoint (--checkpoint): there is no leaderboard to switch in")
         if not isinstance(trial_id, str) or not trial_id:
             raise InvalidRequest("choose a trial to serve")
@@ -217,6 +367,7 @@ class VAEService:
             raise InvalidRequest(f"cannot serve trial {trial_id}: {exc}") from exc
         with self._lock:
             self._served = served
+        self.follow = False  # a trial picked by hand stays served
         return served
 
 
@@ -268,6 +419,21 @@ def _float_in(name: str, value: Any, low: float, high: float) -> float:
     if not low <= number <= high:
         raise InvalidRequest(f"{name} must be between {low:g} and {high:g}, got {number:g}")
     return number
+
+
+def _example_bank(split: Split) -> Split:
+    """The first EXAMPLES_PER_CLASS images of each class, quantised to 8 bits as a checkpoint's bank is."""
+    keep = torch.cat([torch.nonzero(split.labels == c).flatten()[:EXAMPLES_PER_CLASS]
+                      for c in torch.unique(split.labels).tolist()])
+    keep = torch.sort(keep).values
+    return Split((split.images[keep].cpu() * 255).round() / 255, split.labels[keep].cpu())
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and NaN (pandas' missing value) as JSON-friendly Python values."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _rounded(value: Any) -> Any:

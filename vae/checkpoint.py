@@ -26,6 +26,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from vae.class_gaussians import (
+    CLASS_GAUSSIANS_FILE,
+    ClassGaussians,
+    ClassGaussiansError,
+    load_class_gaussians,
+    save_class_gaussians,
+)
 from vae.config import MAX_DEPTH, MAX_INPUT_DIM, MAX_LATENT_WIDTH, MAX_REPARAM_WIDTH, ModelConfig, TrainConfig
 from vae.data import Split
 from vae.model import LinearVAE
@@ -59,6 +66,7 @@ class Checkpoint:
     model: LinearVAE
     meta: dict[str, Any]
     examples: Split | None = None  # real labelled images to generate from (see save_checkpoint)
+    class_gaussians: ClassGaussians | None = None  # per-class code distributions (vae.class_gaussians), optional
 
     @property
     def config(self) -> ModelConfig:
@@ -85,12 +93,14 @@ def save_checkpoint(
     train_config: TrainConfig | None = None,
     extra: dict[str, Any] | None = None,
     examples: Split | None = None,
+    class_gaussians: ClassGaussians | None = None,
 ) -> Path:
     """Write the weights and the JSON description into ``directory`` (created if needed).
 
     ``examples``, if given, is reduced to at most EXAMPLES_PER_CLASS images of each class and stored
     beside the weights, so that a server can "generate digit d" from real class-d examples without
     access to the data set. Pass held-out (test) images: they are shown to users.
+    ``class_gaussians`` (fitted on the training split, vae.class_gaussians) are stored as CLASS_GAUSSIANS_FILE.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -113,6 +123,8 @@ def save_checkpoint(
     (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=float, allow_nan=False))
     if examples is not None:
         _save_examples(directory / EXAMPLES_FILE, examples)
+    if class_gaussians is not None:
+        save_class_gaussians(directory / CLASS_GAUSSIANS_FILE, class_gaussians)
     return directory
 
 
@@ -316,7 +328,17 @@ def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -
     except RuntimeError as exc:
         raise CheckpointError(f"{weights} does not match its config {config.to_dict()} ({exc})") from exc
     model.to(device).eval()
-    return Checkpoint(model, meta, _load_examples(directory / EXAMPLES_FILE, config.input_dim))
+    return Checkpoint(model, meta, _load_examples(directory / EXAMPLES_FILE, config.input_dim),
+                      _load_class_gaussians(directory / CLASS_GAUSSIANS_FILE, config.reparam_width))
+
+
+def _load_class_gaussians(path: Path, width: int) -> ClassGaussians | None:
+    if not path.is_file():
+        return None
+    try:
+        return load_class_gaussians(path, width)
+    except ClassGaussiansError as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 def _checkpoint_dir(path: str | Path) -> Path:

@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from vae.checkpoint import save_checkpoint
+    from vae.class_gaussians import fit_class_gaussians
     from vae.sample import reconstruct, sample_prior, save_grid
 
     args = _parse_args(argv)
@@ -221,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     test = evaluate(result.model, data.test.images, seed=args.seed)
     final = dict(result.history[-1], test_neg_elbo=test["neg_elbo"], test_recon=test["recon"], test_kl=test["kl"])
     save_checkpoint(out / "checkpoint", result.model, dataset=args.dataset, metrics=final,
-                    train_config=train_config, examples=data.test)
+                    train_config=train_config, examples=data.test,
+                    class_gaussians=fit_class_gaussians(result.model, data.train.images, data.train.labels,
+                                                        len(DATASETS[args.dataset].class_names)))
     generator = torch.Generator(device=device).manual_seed(args.seed)
     originals = data.test.images[:32]
     images = torch.cat([sample_prior(result.model, 32, generator=generator),

@@ -61,6 +61,8 @@ def test_search_exports_best_model_and_full_leaderboard(tpe_search):
     assert math.isclose(checkpoint.meta["metrics"]["val_neg_elbo"], best["best_val_neg_elbo"], rel_tol=1e-6)
     assert math.isfinite(outcome.export.test_metrics["test_neg_elbo"])
     assert checkpoint.examples is not None and len(checkpoint.examples) > 0
+    assert checkpoint.class_gaussians is not None
+    assert checkpoint.class_gaussians.width == checkpoint.config.reparam_width
     for row in finished:  # every finished trial's best checkpoint, for serve to switch models
         assert load_checkpoint(outcome.best_dir / row["checkpoint"]).meta["trial_id"] == row["trial_id"]
     for name in ("best_so_far.png", "trials_space.png", "pareto.png", "pareto.csv", "summary.json"):

@@ -46,7 +46,8 @@ def local(experiment: Path) -> VAEService:
 
 def test_endpoints_have_stable_names(client: Client) -> None:
     named = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(named) == {"/generate", "/prior", "/interpolate", "/reconstruct", "/model_info", "/switch_model"}
+    assert set(named) == {"/generate", "/prior", "/interpolate", "/reconstruct", "/search_progress", "/model_info",
+                          "/switch_model"}
 
 
 def test_generate(client: Client, local: VAEService) -> None:

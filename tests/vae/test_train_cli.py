@@ -37,6 +37,7 @@ def test_cli_trains_and_writes_checkpoint_and_png(mnist_data_dir: Path, tmp_path
     assert checkpoint.meta["metrics"]["epoch"] == 1
     assert 100 < checkpoint.meta["metrics"]["test_neg_elbo"] < 543  # better than an untrained model
     assert checkpoint.examples is not None
+    assert checkpoint.class_gaussians is not None and checkpoint.class_gaussians.means.shape == (10, 4)
     with Image.open(out / "samples.png") as png:
         # 32 prior samples, 32 originals, 32 reconstructions in rows of 16 tiles of 28 + 2 padding.
         assert png.size == (16 * 30 + 2, 6 * 30 + 2)
