@@ -161,11 +161,11 @@ def evaluate_prior(checkpoint: Checkpoint, classifier: DigitCNN, data: DataSplit
 
 def load_served(args: argparse.Namespace) -> tuple[Checkpoint, str]:
     if args.checkpoint is not None:
-        return load_checkpoint(args.checkpoint), str(args.checkpoint)
+        return load_checkpoint(args.checkpoint), args.checkpoint.resolve().name  # a name, not a machine path
     from serve.service import VAEService
 
     service = VAEService.from_experiment(args.experiment)
-    return service.served.checkpoint, f"{args.experiment} ({service.served.label})"
+    return service.served.checkpoint, f"experiment {args.experiment.resolve().name} ({service.served.label})"
 
 
 def main() -> int:
