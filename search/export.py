@@ -13,21 +13,25 @@ import csv
 import json
 import math
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 from ray import tune
 
 from search import layout, storage
 from search.config import SearchConfig
-from search.trainable import METRIC, MODE
+from search.space import SearchSpace
+from search.trainable import METRIC, MODE, hyperparameters
 from vae.checkpoint import load_checkpoint, save_checkpoint
 from vae.config import ModelConfig, TrainConfig
 from vae.data import DataSplits
+from vae.iwae import iwae
 from vae.model import count_parameters
 from vae.train import evaluate
 
@@ -37,6 +41,8 @@ CURVE_CSV = "curve.csv"
 CURVE_PNG = "best_so_far.png"
 SPACE_PNG = "trials_space.png"
 PARETO_PNG = "pareto.png"
+IMPORTANCE_JSON = "importance.json"
+IMPORTANCE_PNG = "importance.png"
 TERMINATED, EARLY_STOPPED, ERROR = "TERMINATED", "EARLY_STOPPED", "ERROR"
 
 
@@ -77,21 +83,23 @@ def leaderboard_rows(results: tune.ResultGrid, config: SearchConfig) -> list[dic
     """One row per trial (LEADERBOARD_FIELDS), ranked by best val neg-ELBO, failed trials last."""
     rows = []
     for result in results:
-        hyper = result.config or {}
+        hyper = hyperparameters(result.config or {})
         metrics = result.metrics or {}
         frame = result.metrics_dataframe
         history = frame[frame[METRIC].notna()] if frame is not None and METRIC in frame else None
         best = history.loc[history[METRIC].idxmin()] if history is not None and len(history) else None
         epochs = int(metrics.get("epoch", 0))
         status = ERROR if result.error else TERMINATED if epochs >= config.max_epochs else EARLY_STOPPED
-        model = ModelConfig(int(hyper["latent_width"]), int(hyper["reparam_width"]))
+        model = ModelConfig(int(hyper["latent_width"]), int(hyper["reparam_width"]), depth=int(hyper["depth"]))
         rows.append({
             "rank": None, "trial_id": trial_id_of(result), "status": status, "is_best": False,
-            "latent_width": model.latent_width, "reparam_width": model.reparam_width, "lr": float(hyper["lr"]),
-            "batch_size": int(hyper["batch_size"]),
+            "latent_width": model.latent_width, "reparam_width": model.reparam_width, "depth": model.depth,
+            "lr": float(hyper["lr"]), "lr_schedule": str(hyper["lr_schedule"]),
+            "kl_warmup_epochs": int(hyper["kl_warmup_epochs"]), "batch_size": int(hyper["batch_size"]),
             "best_val_neg_elbo": float(best[METRIC]) if best is not None else None,
             "last_val_neg_elbo": float(metrics[METRIC]) if METRIC in metrics else None,
-            "epochs": epochs, "time_s": round(float(metrics.get("time_total_s", 0.0)), 2),
+            "epochs": epochs, "best_epoch": int(best["epoch"]) if best is not None else None,
+            "time_s": round(float(metrics.get("time_total_s", 0.0)), 2),
             "parameters": count_parameters(model),
             "active_units": int(best["active_units"]) if best is not None else None,
             "node": f"{metrics['node_ip']}/{str(metrics.get('node_id', ''))[:8]}" if "node_ip" in metrics else None,
@@ -133,13 +141,15 @@ def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def format_leaderboard(rows: list[dict[str, Any]], top: int = 10) -> str:
-    header = (f"{'#':>3} {'trial':<10} {'latent':>6} {'reparam':>7} {'lr':>9} {'batch':>5} {'val nats':>9} "
-              f"{'epochs':>6} {'time s':>7} {'status':<13}")
+    header = (f"{'#':>3} {'trial':<10} {'latent':>6} {'reparam':>7} {'depth':>5} {'lr':>9} {'sched':>8} "
+              f"{'warmup':>6} {'batch':>5} {'val nats':>9} {'epochs':>6} {'time s':>7} {'status':<13}")
     lines = [header]
     for r in rows[:top]:
         val = f"{r['best_val_neg_elbo']:.2f}" if r["best_val_neg_elbo"] is not None else "-"
         lines.append(f"{r['rank']:>3} {r['trial_id']:<10} {r['latent_width']:>6} {r['reparam_width']:>7} "
-                     f"{r['lr']:>9.2e} {r['batch_size']:>5} {val:>9} {r['epochs']:>6} {r['time_s']:>7.1f} "
+                     f"{r.get('depth', 1):>5} {r['lr']:>9.2e} {r.get('lr_schedule', 'constant'):>8} "
+                     f"{r.get('kl_warmup_epochs', 0):>6} {r['batch_size']:>5} {val:>9} {r['epochs']:>6} "
+                     f"{r['time_s']:>7.1f} "
                      f"{r['status']:<13}{'  ' + r['error'] if r['error'] else ''}")
     if len(rows) > top:
         lines.append(f"... and {len(rows) - top} more in leaderboard.csv")
@@ -198,6 +208,10 @@ def export_results(results: tune.ResultGrid, config: SearchConfig, name: str, da
         for item in source.iterdir():
             shutil.copy2(item, best_dir / item.name)
         test_metrics = {k: v for k, v in test_by_trial[best["trial_id"]].items() if k.startswith("test_")}
+        # The tight likelihood figure, for the served model only (selection used validation alone).
+        test_metrics["test_iwae"] = iwae(load_checkpoint(best_dir).model, data.test.images, k=config.iwae_k,
+                                         seed=config.seed)
+        test_metrics["iwae_k"] = config.iwae_k
 
     curve = trial_epoch_curve(results)
     front = pareto_front(rows)
@@ -218,6 +232,7 @@ def export_results(results: tune.ResultGrid, config: SearchConfig, name: str, da
     plot_curve(curve, best_dir / CURVE_PNG)
     plot_space(rows, best_dir / SPACE_PNG)
     plot_pareto(rows, front, best_dir / PARETO_PNG)
+    importances = write_importances(rows, config.space, best_dir, seed=config.seed)
 
     uploaded = None
     if config.storage_is_uri:
@@ -227,13 +242,84 @@ def export_results(results: tune.ResultGrid, config: SearchConfig, name: str, da
     log("leaderboard (best val neg-ELBO in nats per image):\n" + format_leaderboard(rows))
     if best is not None:
         log(f"best trial {best['trial_id']}: latent {best['latent_width']}, reparam {best['reparam_width']}, "
-            f"lr {best['lr']:.3g}, batch {best['batch_size']}: val {best['best_val_neg_elbo']:.2f} nats, "
+            f"depth {best['depth']}, lr {best['lr']:.3g} {best['lr_schedule']}, KL warm-up {best['kl_warmup_epochs']} "
+            f"epochs, batch {best['batch_size']}, best epoch {best['best_epoch']}: val {best['best_val_neg_elbo']:.2f} nats, "
             f"test {test_metrics['test_neg_elbo']:.2f} nats (recon {test_metrics['test_recon']:.2f} + "
-            f"KL {test_metrics['test_kl']:.2f}, {test_metrics['test_active_units']:.0f} active units)")
+            f"KL {test_metrics['test_kl']:.2f}, {test_metrics['test_active_units']:.0f} active units), "
+            f"test IWAE (k={config.iwae_k}) {test_metrics['test_iwae']:.2f} nats")
     else:
         log("no trial finished with a checkpoint: nothing to export as the best model")
+    log("importance (Optuna fANOVA, share of the variance of best val neg-ELBO): "
+        + (", ".join(f"{k} {v:.2f}" for k, v in importances.items()) or "not enough finished trials"))
     log(f"exported {best_dir}{' and uploaded it to ' + uploaded if uploaded else ''}")
     return ExportSummary(best_dir, rows, best, test_metrics, curve, front, uploaded)
+
+
+# --- importances -------------------------------------------------------------------------------
+
+
+def search_distributions(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The space's searched parameters as Optuna distributions (``reparam_width`` with its full range: the
+    define-by-run clip to the latent width is per trial); fixed parameters are left out."""
+    fixed = space.fixed()
+    distributions: dict[str, optuna.distributions.BaseDistribution] = {
+        "latent_width": optuna.distributions.IntDistribution(*space.latent_width, log=True),
+        "reparam_width": optuna.distributions.IntDistribution(*space.reparam_width, log=True),
+        "depth": optuna.distributions.IntDistribution(*space.depth),
+        "lr": optuna.distributions.FloatDistribution(*space.lr, log=True),
+        "lr_schedule": optuna.distributions.CategoricalDistribution(list(space.lr_schedule)),
+        "kl_warmup_epochs": optuna.distributions.IntDistribution(*space.kl_warmup_epochs),
+        "batch_size": optuna.distributions.CategoricalDistribution(list(space.batch_size)),
+    }
+    return {k: v for k, v in distributions.items() if k not in fixed and not v.single()}
+
+
+def importance_study(rows: list[dict[str, Any]], space: SearchSpace) -> optuna.Study:
+    """An in-memory Optuna study of the finished trials (value: best val neg-ELBO), built with Optuna's
+    public API from the leaderboard, for ``optuna.importance``."""
+    distributions = search_distributions(space)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(direction="minimize")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    for row in rows:
+        if row["status"] == ERROR or row["best_val_neg_elbo"] is None:
+            continue
+        try:
+            trial = optuna.trial.create_trial(params={k: row[k] for k in distributions}, distributions=distributions,
+                                              value=row["best_val_neg_elbo"])
+        except ValueError:
+            continue  # a value outside the space (a resumed experiment whose space was changed)
+        study.add_trial(trial)
+    return study
+
+
+def write_importances(rows: list[dict[str, Any]], space: SearchSpace, best_dir: Path, *,
+                      seed: int = 0) -> dict[str, float]:
+    """Hyperparameter importances (optuna.importance, fANOVA, seeded) as importance.json and a bar chart
+    importance.png; empty (and no PNG) when fewer than two trials finished or nothing was searched."""
+    study = importance_study(rows, space)
+    importances: dict[str, float] = {}
+    if len(study.trials) >= 2 and search_distributions(space):
+        importances = dict(optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed)))
+    (best_dir / IMPORTANCE_JSON).write_text(json.dumps(
+        {"method": "optuna.importance.FanovaImportanceEvaluator", "objective": "best_val_neg_elbo",
+         "trials": len(study.trials), "importances": importances}, indent=2))
+    if importances:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            ax = optuna.visualization.matplotlib.plot_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed))
+        ax.figure.set_size_inches(7, 4)
+        ax.figure.tight_layout()
+        ax.figure.savefig(best_dir / IMPORTANCE_PNG, dpi=110)
+        import matplotlib.pyplot as plt
+
+        plt.close(ax.figure)
+    return importances
 
 
 # --- plots -------------------------------------------------------------------------------------

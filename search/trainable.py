@@ -1,10 +1,13 @@
 """The Tune function trainable: one trial trains one LinearVAE with vae/ and reports every epoch.
 
-``config`` holds the searched hyperparameters (``latent_width``, ``reparam_width``, ``lr``,
-``batch_size``) and, under ``"run"``, the fixed settings of the experiment (``TrialSettings``).
-The trial loads its data itself (so nothing large travels through Ray's object store), saves a
-checkpoint through Tune every epoch (Tune keeps the best few), resumes from it when Tune restarts
-the trial, and ends as ERROR with "loss became non-finite ..." when training diverges.
+``config`` holds the searched hyperparameters (``latent_width``, ``reparam_width``, ``depth``, ``lr``,
+``lr_schedule``, ``kl_warmup_epochs``, ``batch_size``) and, under ``"run"``, the fixed settings of the
+experiment (``TrialSettings``). The trial loads its data itself (so nothing large travels through Ray's
+object store), reports every epoch, and saves a checkpoint through Tune only at the epochs where its
+validation neg-ELBO improved (so the trial's last checkpoint is its best epoch by validation, and an
+epoch that did not improve costs no checkpoint I/O); it resumes from that checkpoint when Tune
+restarts the trial, and ends as ERROR with "loss became non-finite ..." when training diverges.
+The cosine schedule runs over ``max_epochs``; ASHA may stop a trial before its learning rate has decayed.
 """
 
 from __future__ import annotations
@@ -25,11 +28,27 @@ from search.trial_state import Progress, load_trial_checkpoint, save_trial_check
 from vae.config import ModelConfig, TrainConfig
 from vae.data import load_splits
 from vae.model import LinearVAE, count_parameters
-from vae.train import NonFiniteLossError, evaluate, make_optimizer, pick_device, seed_everything, train_epoch
+from vae.train import (
+    NonFiniteLossError,
+    evaluate,
+    kl_weight,
+    make_lr_scheduler,
+    make_optimizer,
+    pick_device,
+    seed_everything,
+    train_epoch,
+)
 
 METRIC = "val_neg_elbo"
 MODE = "min"
-HYPERPARAMETERS = ("latent_width", "reparam_width", "lr", "batch_size")
+HYPERPARAMETERS = ("latent_width", "reparam_width", "depth", "lr", "lr_schedule", "kl_warmup_epochs", "batch_size")
+# What a trial config lacks when it comes from an experiment started before these were searched.
+HYPERPARAMETER_DEFAULTS = {"depth": 1, "lr_schedule": "constant", "kl_warmup_epochs": 0}
+
+
+def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
+    """The searched values of a trial's config, with the defaults of parameters older experiments lacked."""
+    return {k: config.get(k, HYPERPARAMETER_DEFAULTS.get(k)) for k in HYPERPARAMETERS}
 
 
 class TrialDiverged(RuntimeError):
@@ -57,27 +76,30 @@ class TrialSettings:
 
 
 def train_vae(config: dict[str, Any]) -> None:
+    entered = time.perf_counter()
     settings = TrialSettings.from_dict(config["run"])
     torch.set_num_threads(settings.threads)
-    model_config = ModelConfig(int(config["latent_width"]), int(config["reparam_width"]))
-    train_config = TrainConfig(lr=float(config["lr"]), batch_size=int(config["batch_size"]),
-                               epochs=settings.max_epochs, seed=settings.seed)
+    hyper = hyperparameters(config)
+    model_config = ModelConfig(int(hyper["latent_width"]), int(hyper["reparam_width"]), depth=int(hyper["depth"]))
+    train_config = TrainConfig(lr=float(hyper["lr"]), batch_size=int(hyper["batch_size"]),
+                               epochs=settings.max_epochs, seed=settings.seed,
+                               lr_schedule=str(hyper["lr_schedule"]), warmup_epochs=int(hyper["kl_warmup_epochs"]))
     device = pick_device()
     data = load_splits(settings.dataset, settings.data_dir, seed=settings.seed, device=device)
 
     seed_everything(settings.seed)
     model = LinearVAE(model_config).to(device)
     optimizer = make_optimizer(model, train_config.lr)
+    scheduler = make_lr_scheduler(optimizer, train_config)
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     progress = Progress()
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            progress = load_trial_checkpoint(directory, model, optimizer, generator)
+            progress = load_trial_checkpoint(directory, model, optimizer, generator, scheduler)
 
     context = tune.get_context()
     trial_id = context.get_trial_id()
-    hyper = {k: config[k] for k in HYPERPARAMETERS}
     tracker = TrialTracker(
         WandbSettings(**settings.wandb),
         {**hyper, "parameters": count_parameters(model_config), "max_epochs": settings.max_epochs,
@@ -86,20 +108,25 @@ def train_vae(config: dict[str, Any]) -> None:
     )
     inject = NanInjection(**settings.inject_nan) if settings.inject_nan else None
     node_id = ray.get_runtime_context().get_node_id()
+    setup_s = time.perf_counter() - entered  # data loading, model, W&B run: what a trial costs before training
     try:
         for epoch in range(progress.epoch + 1, settings.max_epochs + 1):
             if inject is not None and inject.applies(model_config.latent_width, epoch):
                 with torch.no_grad():
                     model.hidden_to_output.bias.fill_(math.nan)
+            lr, beta = optimizer.param_groups[0]["lr"], kl_weight(epoch, train_config)
             try:
                 train = train_epoch(model, optimizer, data.train.images, batch_size=train_config.batch_size,
-                                    generator=generator)
+                                    beta=beta, generator=generator)
             except NonFiniteLossError as exc:
                 raise TrialDiverged(
                     f"loss became non-finite at epoch {epoch} ({exc}) with latent_width {model_config.latent_width}, "
                     f"reparam_width {model_config.reparam_width}, lr {train_config.lr:.3g}"
                 ) from None
+            scheduler.step()
+            eval_started = time.perf_counter()
             val = evaluate(model, data.val.images, seed=settings.seed)
+            eval_s = time.perf_counter() - eval_started
             metrics = {
                 "epoch": epoch,
                 "reported_at": time.time(),  # Tune's own timestamp is whole seconds: too coarse to order reports
@@ -107,19 +134,28 @@ def train_vae(config: dict[str, Any]) -> None:
                 "active_units": val["active_units"],
                 "train_neg_elbo": train["neg_elbo"], "train_recon": train["recon"], "train_kl": train["kl"],
                 "samples_per_s": train["samples_per_s"], "epoch_time_s": train["time_s"],
+                "eval_time_s": eval_s, "setup_s": setup_s, "lr": lr, "kl_weight": beta,
                 "parameters": count_parameters(model_config), "device": device.type, "node_id": node_id,
             }
+            improved = val["neg_elbo"] < progress.best_val_neg_elbo
             progress.epoch = epoch
             progress.history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
             metrics["best_val_neg_elbo"] = progress.best_val_neg_elbo
+            metrics["best_epoch"] = progress.best_epoch
             tracker.log(metrics, step=epoch, model=model, examples=data.test)
             if epoch == settings.max_epochs:
                 # Close the W&B run before the last report: ASHA stops a trial that reaches max_t at that
                 # report, and Tune then ends the actor without returning control to this function.
                 tracker.finish(0)
+            if not improved:
+                tune.report(metrics)
+                continue
+            started = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="vaesearch-ckpt-") as directory:
                 save_trial_checkpoint(directory, model, optimizer, generator, progress, dataset=settings.dataset,
-                                      train_config=train_config, extra={"trial_id": trial_id, "epoch": epoch})
+                                      train_config=train_config, extra={"trial_id": trial_id, "epoch": epoch},
+                                      scheduler=scheduler)
+                metrics["checkpoint_write_s"] = time.perf_counter() - started
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         tracker.finish(0)
     finally:

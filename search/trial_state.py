@@ -3,7 +3,7 @@
 A trial checkpoint is a vae.checkpoint folder (``model.safetensors`` + ``checkpoint.json``, which
 ``serve/`` and the export can read as is) plus two files only a resuming trial needs:
 ``optimizer.safetensors`` (Adam's moments and the shuffling generator's state) and ``progress.json``
-(epochs done, metric history, Adam's param groups). Everything is safetensors or JSON: nothing
+(epochs done, metric history, Adam's param groups, the lr scheduler's state). Everything is safetensors or JSON: nothing
 stored is ever executed when it is read back.
 """
 
@@ -34,6 +34,11 @@ class Progress:
     def best_val_neg_elbo(self) -> float:
         return min((h["val_neg_elbo"] for h in self.history), default=float("inf"))
 
+    @property
+    def best_epoch(self) -> int:
+        """The epoch with the lowest validation neg-ELBO so far (0 before the first)."""
+        return int(min(self.history, key=lambda h: h["val_neg_elbo"])["epoch"]) if self.history else 0
+
 
 def save_trial_checkpoint(
     directory: str | Path,
@@ -45,6 +50,7 @@ def save_trial_checkpoint(
     dataset: str,
     train_config: TrainConfig,
     extra: dict[str, Any],
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> Path:
     directory = Path(directory)
     save_checkpoint(directory, model, dataset=dataset, metrics=progress.history[-1], train_config=train_config,
@@ -55,7 +61,8 @@ def save_trial_checkpoint(
     tensors["generator"] = generator.get_state().cpu()
     save_file(tensors, str(directory / OPTIMIZER_FILE))
     (directory / PROGRESS_FILE).write_text(json.dumps(
-        {"epoch": progress.epoch, "history": progress.history, "param_groups": state["param_groups"]}, default=float))
+        {"epoch": progress.epoch, "history": progress.history, "param_groups": state["param_groups"],
+         "scheduler": scheduler.state_dict() if scheduler is not None else None}, default=float))
     return directory
 
 
@@ -64,8 +71,9 @@ def load_trial_checkpoint(
     model: LinearVAE,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> Progress:
-    """Load weights, optimizer and generator state in place; return the progress so far."""
+    """Load weights, optimizer, generator and scheduler state in place; return the progress so far."""
     directory = Path(directory)
     saved = load_checkpoint(directory, device=next(model.parameters()).device)
     model.load_state_dict(saved.model.state_dict())
@@ -78,4 +86,6 @@ def load_trial_checkpoint(
             slots.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": slots, "param_groups": data["param_groups"]})
     generator.set_state(tensors["generator"].to(torch.uint8))
+    if scheduler is not None and data.get("scheduler"):
+        scheduler.load_state_dict(data["scheduler"])
     return Progress(epoch=int(data["epoch"]), history=list(data["history"]))

@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -230,6 +231,8 @@ def build_tuner(config: SearchConfig, name: str) -> tune.Tuner:
             scheduler=build_scheduler(config),
             num_samples=config.num_samples,
             trial_dirname_creator=trial_dirname,
+            time_budget_s=config.time_budget_s,
+            reuse_actors=config.reuse_actors,
         ),
         run_config=tune.RunConfig(
             name=name,
@@ -299,9 +302,15 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
                                        resume_unfinished=True, resume_errored=False)
         else:
             tuner = build_tuner(config, name)
+        fit_started = time.monotonic()
         results = tuner.fit()
+        fit_s = time.monotonic() - fit_started
         finished = results.num_terminated + results.num_errors
-        if finished < total:
+        budget_hit = config.time_budget_s is not None and fit_s >= config.time_budget_s
+        if budget_hit:
+            log(f"time budget of {config.time_budget_s:g} s reached after {fit_s:.0f} s: {len(results)} of {total} "
+                f"trials ran ({finished} finished or were stopped at the budget); exporting what the search found")
+        elif finished < total:
             raise SearchInterrupted(f"search stopped with {finished} of {total} trials finished; continue it "
                                     f"with: python -m search.run --resume --name {name} --storage {config.storage}")
         summary = export_results(results, config, name, data, log=log)
@@ -316,7 +325,8 @@ def _announce(config: SearchConfig, name: str, restore: bool, total: int, log: C
     verb = "resuming" if restore else "starting"
     log(f"{verb} experiment {name} at {config.experiment_path(name)}: {total} trials, searcher {config.searcher}"
         f"{' + ASHA' if config.early_stopping else ''}, max {config.max_epochs} epochs, "
-        f"{config.max_concurrent} concurrent, {config.cpus_per_trial} CPU + {config.gpus_per_trial:g} GPU per trial; "
+        f"{config.max_concurrent} concurrent, {config.cpus_per_trial} CPU + {config.gpus_per_trial:g} GPU per trial, "
+        f"time budget {f'{config.time_budget_s:g} s' if config.time_budget_s else 'none'}; "
         f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; W&B {config.wandb_mode}")
     log(config.space.describe())
     if config.searcher != "grid":

@@ -25,7 +25,7 @@ META_FILE = "checkpoint.json"
 EXAMPLES_FILE = "examples.safetensors"
 EXAMPLES_PER_CLASS = 32
 FORMAT = "vaesearch-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model_config has "depth" (format 1 lacks it: depth 1); readers accept 1 and 2
 
 
 class CheckpointError(RuntimeError):
