@@ -27,7 +27,7 @@ from ray import tune
 from search import layout, storage
 from search.config import SearchConfig
 from search.space import SearchSpace
-from search.trainable import METRIC, MODE, hyperparameters
+from search.trainable import BEST_METRIC, METRIC, MODE, hyperparameters
 from vae.checkpoint import load_checkpoint, save_checkpoint
 from vae.config import ModelConfig, TrainConfig
 from vae.data import DataSplits
@@ -83,6 +83,8 @@ def leaderboard_rows(results: tune.ResultGrid, config: SearchConfig) -> list[dic
     """One row per trial (LEADERBOARD_FIELDS), ranked by best val neg-ELBO, failed trials last."""
     rows = []
     for result in results:
+        if not (result.config or {}).get("latent_width"):
+            continue  # created but never started (the search's time budget ran out first)
         hyper = hyperparameters(result.config or {})
         metrics = result.metrics or {}
         frame = result.metrics_dataframe
@@ -105,11 +107,16 @@ def leaderboard_rows(results: tune.ResultGrid, config: SearchConfig) -> list[dic
             "node": f"{metrics['node_ip']}/{str(metrics.get('node_id', ''))[:8]}" if "node_ip" in metrics else None,
             "error": error_line(result.error), "checkpoint": None,
         })
+    rank_rows(rows)
+    return rows
+
+
+def rank_rows(rows: list[dict[str, Any]]) -> None:
+    """Sort by best val neg-ELBO, failed trials and trials without a value last, and number the ranks."""
     rows.sort(key=lambda r: (r["status"] == ERROR or r["best_val_neg_elbo"] is None,
                              r["best_val_neg_elbo"] if r["best_val_neg_elbo"] is not None else math.inf))
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
-    return rows
 
 
 def trial_epoch_curve(results: tune.ResultGrid) -> list[tuple[int, float]]:
@@ -169,7 +176,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], fields: tuple[str, ...]) 
 def _export_trial(result: tune.Result, row: dict[str, Any], config: SearchConfig, data: DataSplits,
                   destination: Path) -> dict[str, float]:
     """Copy the trial's best checkpoint as a vae.checkpoint (with test metrics and test examples)."""
-    checkpoint = result.get_best_checkpoint(METRIC, MODE) or result.checkpoint
+    checkpoint = result.get_best_checkpoint(BEST_METRIC, MODE) or result.checkpoint
     with checkpoint.as_directory() as directory:
         saved = load_checkpoint(directory)
     test = evaluate(saved.model, data.test.images, seed=config.seed)
@@ -197,8 +204,15 @@ def export_results(results: tune.ResultGrid, config: SearchConfig, name: str, da
         result = by_id[row["trial_id"]]
         if row["status"] == ERROR or result.checkpoint is None:
             continue
-        test_by_trial[row["trial_id"]] = _export_trial(result, row, config, data, trials_dir / row["trial_id"])
+        metrics = _export_trial(result, row, config, data, trials_dir / row["trial_id"])
+        test_by_trial[row["trial_id"]] = metrics
         row["checkpoint"] = f"{layout.TRIALS_DIR}/{row['trial_id']}"
+        if METRIC in metrics:
+            # What is served is the checkpoint: a trial stopped by the time budget between two checkpoint
+            # writes reported a better epoch than the one it saved, and is ranked by the saved one.
+            row["best_val_neg_elbo"] = float(metrics[METRIC])
+            row["best_epoch"] = int(metrics.get("epoch", row["best_epoch"] or 0))
+    rank_rows(rows)
 
     best = next((r for r in rows if r["checkpoint"] is not None), None)
     test_metrics: dict[str, float] = {}
@@ -232,7 +246,7 @@ def export_results(results: tune.ResultGrid, config: SearchConfig, name: str, da
     plot_curve(curve, best_dir / CURVE_PNG)
     plot_space(rows, best_dir / SPACE_PNG)
     plot_pareto(rows, front, best_dir / PARETO_PNG)
-    importances = write_importances(rows, config.space, best_dir, seed=config.seed)
+    importances = write_importances(rows, config.space, best_dir)
 
     uploaded = None
     if config.storage_is_uri:
@@ -242,14 +256,15 @@ def export_results(results: tune.ResultGrid, config: SearchConfig, name: str, da
     log("leaderboard (best val neg-ELBO in nats per image):\n" + format_leaderboard(rows))
     if best is not None:
         log(f"best trial {best['trial_id']}: latent {best['latent_width']}, reparam {best['reparam_width']}, "
-            f"depth {best['depth']}, lr {best['lr']:.3g} {best['lr_schedule']}, KL warm-up {best['kl_warmup_epochs']} "
-            f"epochs, batch {best['batch_size']}, best epoch {best['best_epoch']}: val {best['best_val_neg_elbo']:.2f} nats, "
+            f"depth {best['depth']}, lr {best['lr']:.3g} {best['lr_schedule']}, "
+            f"KL warm-up {best['kl_warmup_epochs']} epochs, batch {best['batch_size']}, "
+            f"best epoch {best['best_epoch']}: val {best['best_val_neg_elbo']:.2f} nats, "
             f"test {test_metrics['test_neg_elbo']:.2f} nats (recon {test_metrics['test_recon']:.2f} + "
             f"KL {test_metrics['test_kl']:.2f}, {test_metrics['test_active_units']:.0f} active units), "
             f"test IWAE (k={config.iwae_k}) {test_metrics['test_iwae']:.2f} nats")
     else:
         log("no trial finished with a checkpoint: nothing to export as the best model")
-    log("importance (Optuna fANOVA, share of the variance of best val neg-ELBO): "
+    log("importance (optuna.importance, for best val neg-ELBO): "
         + (", ".join(f"{k} {v:.2f}" for k, v in importances.items()) or "not enough finished trials"))
     log(f"exported {best_dir}{' and uploaded it to ' + uploaded if uploaded else ''}")
     return ExportSummary(best_dir, rows, best, test_metrics, curve, front, uploaded)
@@ -296,23 +311,22 @@ def importance_study(rows: list[dict[str, Any]], space: SearchSpace) -> optuna.S
     return study
 
 
-def write_importances(rows: list[dict[str, Any]], space: SearchSpace, best_dir: Path, *,
-                      seed: int = 0) -> dict[str, float]:
-    """Hyperparameter importances (optuna.importance, fANOVA, seeded) as importance.json and a bar chart
-    importance.png; empty (and no PNG) when fewer than two trials finished or nothing was searched."""
+def write_importances(rows: list[dict[str, Any]], space: SearchSpace, best_dir: Path) -> dict[str, float]:
+    """Hyperparameter importances with ``optuna.importance.get_param_importances`` (its default evaluator,
+    PED-ANOVA in Optuna 5: deterministic, and needs no scikit-learn, which fANOVA would) as importance.json
+    and Optuna's bar chart importance.png; empty (and no PNG) when fewer than two trials finished or
+    nothing was searched."""
     study = importance_study(rows, space)
     importances: dict[str, float] = {}
     if len(study.trials) >= 2 and search_distributions(space):
-        importances = dict(optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed)))
+        importances = dict(optuna.importance.get_param_importances(study))
     (best_dir / IMPORTANCE_JSON).write_text(json.dumps(
-        {"method": "optuna.importance.FanovaImportanceEvaluator", "objective": "best_val_neg_elbo",
+        {"method": "optuna.importance.get_param_importances (default evaluator)", "objective": "best_val_neg_elbo",
          "trials": len(study.trials), "importances": importances}, indent=2))
     if importances:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            ax = optuna.visualization.matplotlib.plot_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed))
+            ax = optuna.visualization.matplotlib.plot_param_importances(study)
         ax.figure.set_size_inches(7, 4)
         ax.figure.tight_layout()
         ax.figure.savefig(best_dir / IMPORTANCE_PNG, dpi=110)

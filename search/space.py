@@ -183,18 +183,18 @@ class SearchSpace:
 
     def describe(self) -> str:
         """The space as printed at the start of a search."""
-        lines = [
-            f"  latent_width   int, log scale   {self.latent_width[0]} .. {self.latent_width[1]}",
-            f"  reparam_width  int, log scale   {self.reparam_width[0]} .. {self.reparam_width[1]}"
-            " (and <= latent_width)",
-            f"  depth          int              {self.depth[0]} .. {self.depth[1]} (hidden layers per side)",
-            f"  lr             float, log scale {self.lr[0]:g} .. {self.lr[1]:g}",
-            f"  lr_schedule    choice           {', '.join(self.lr_schedule)} (over the trial's max epochs)",
-            f"  kl_warmup_epochs int            {self.kl_warmup_epochs[0]} .. {self.kl_warmup_epochs[1]}"
-            " (KL weight 0 -> 1 linearly)",
-            f"  batch_size     choice           {', '.join(map(str, self.batch_size))}",
+        rows = [
+            ("latent_width", "int, log scale", f"{self.latent_width[0]} .. {self.latent_width[1]}"),
+            ("reparam_width", "int, log scale",
+             f"{self.reparam_width[0]} .. {self.reparam_width[1]} (and <= latent_width)"),
+            ("depth", "int", f"{self.depth[0]} .. {self.depth[1]} (hidden layers on each side of the code)"),
+            ("lr", "float, log scale", f"{self.lr[0]:g} .. {self.lr[1]:g}"),
+            ("lr_schedule", "choice", f"{', '.join(self.lr_schedule)} (over the trial's max epochs)"),
+            ("kl_warmup_epochs", "int",
+             f"{self.kl_warmup_epochs[0]} .. {self.kl_warmup_epochs[1]} (KL weight rises 0 -> 1 over these epochs)"),
+            ("batch_size", "choice", ", ".join(map(str, self.batch_size))),
         ]
-        return "search space:\n" + "\n".join(lines)
+        return "search space:\n" + "\n".join(f"  {name:<17}{kind:<17}{values}" for name, kind, values in rows)
 
 
 def _as_int(value: Any) -> int:

@@ -3,10 +3,14 @@
 ``config`` holds the searched hyperparameters (``latent_width``, ``reparam_width``, ``depth``, ``lr``,
 ``lr_schedule``, ``kl_warmup_epochs``, ``batch_size``) and, under ``"run"``, the fixed settings of the
 experiment (``TrialSettings``). The trial loads its data itself (so nothing large travels through Ray's
-object store), reports every epoch, and saves a checkpoint through Tune only at the epochs where its
-validation neg-ELBO improved (so the trial's last checkpoint is its best epoch by validation, and an
-epoch that did not improve costs no checkpoint I/O); it resumes from that checkpoint when Tune
-restarts the trial, and ends as ERROR with "loss became non-finite ..." when training diverges.
+object store) and reports every epoch. It keeps its best epoch by validation in memory
+(``TrialSnapshot``) and writes it as a Tune checkpoint every ``checkpoint_every`` epochs (the ASHA grace
+period: every rung ASHA decides at is a multiple of it) and at the last epoch, when it improved since the
+last write; so the trial's checkpoint is its best epoch by validation, and Tune's forced experiment
+snapshot (one per checkpoint with ``num_to_keep=1``) happens at most every few epochs. A trial stopped by
+the time budget between two writes loses at most that many epochs. It resumes from that checkpoint
+(its best epoch) when Tune restarts the trial, and ends as ERROR with "loss became non-finite ..." when
+training diverges.
 The cosine schedule runs over ``max_epochs``; ASHA may stop a trial before its learning rate has decayed.
 """
 
@@ -24,7 +28,7 @@ from ray import tune
 
 from search.config import NanInjection
 from search.tracking import TrialTracker, WandbSettings
-from search.trial_state import Progress, load_trial_checkpoint, save_trial_checkpoint
+from search.trial_state import Progress, TrialSnapshot, load_trial_checkpoint
 from vae.config import ModelConfig, TrainConfig
 from vae.data import load_splits
 from vae.model import LinearVAE, count_parameters
@@ -40,6 +44,7 @@ from vae.train import (
 )
 
 METRIC = "val_neg_elbo"
+BEST_METRIC = "best_val_neg_elbo"  # what a trial's checkpoint holds: its best epoch so far by METRIC
 MODE = "min"
 HYPERPARAMETERS = ("latent_width", "reparam_width", "depth", "lr", "lr_schedule", "kl_warmup_epochs", "batch_size")
 # What a trial config lacks when it comes from an experiment started before these were searched.
@@ -66,6 +71,7 @@ class TrialSettings:
     threads: int
     wandb: dict[str, str]
     inject_nan: dict[str, Any] | None = None
+    checkpoint_every: int = 1  # epochs between checkpoint writes of the best epoch (and at the last epoch)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +115,8 @@ def train_vae(config: dict[str, Any]) -> None:
     inject = NanInjection(**settings.inject_nan) if settings.inject_nan else None
     node_id = ray.get_runtime_context().get_node_id()
     setup_s = time.perf_counter() - entered  # data loading, model, W&B run: what a trial costs before training
+    best: TrialSnapshot | None = None
+    written_epoch = progress.epoch  # a resumed trial starts from its checkpoint, its best epoch so far
     try:
         for epoch in range(progress.epoch + 1, settings.max_epochs + 1):
             if inject is not None and inject.applies(model_config.latent_width, epoch):
@@ -147,14 +155,18 @@ def train_vae(config: dict[str, Any]) -> None:
                 # Close the W&B run before the last report: ASHA stops a trial that reaches max_t at that
                 # report, and Tune then ends the actor without returning control to this function.
                 tracker.finish(0)
-            if not improved:
+            started = time.perf_counter()
+            if improved:
+                best = TrialSnapshot.take(model, optimizer, generator, progress, scheduler)
+            due = epoch % settings.checkpoint_every == 0 or epoch == settings.max_epochs
+            if not (due and best is not None and best.progress.epoch > written_epoch):
+                metrics["checkpoint_write_s"] = time.perf_counter() - started
                 tune.report(metrics)
                 continue
-            started = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="vaesearch-ckpt-") as directory:
-                save_trial_checkpoint(directory, model, optimizer, generator, progress, dataset=settings.dataset,
-                                      train_config=train_config, extra={"trial_id": trial_id, "epoch": epoch},
-                                      scheduler=scheduler)
+                best.save(directory, dataset=settings.dataset, train_config=train_config,
+                          extra={"trial_id": trial_id, "epoch": best.progress.epoch})
+                written_epoch = best.progress.epoch
                 metrics["checkpoint_write_s"] = time.perf_counter() - started
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         tracker.finish(0)

@@ -9,6 +9,7 @@ stored is ever executed when it is read back.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,45 @@ class Progress:
         return int(min(self.history, key=lambda h: h["val_neg_elbo"])["epoch"]) if self.history else 0
 
 
+@dataclass
+class TrialSnapshot:
+    """A trial's whole state at one epoch, copied in memory (weights, Adam, generator, scheduler, progress).
+
+    Why: a trial checkpoints its best epoch by validation, but writing a Tune checkpoint at every
+    improvement makes Tune snapshot the whole experiment each time (with ``num_to_keep=1``). The trial
+    keeps the best epoch here instead and writes it only every few epochs (``save``)."""
+
+    model: LinearVAE
+    optimizer_state: dict[str, Any]
+    generator_state: torch.Tensor
+    scheduler_state: dict[str, Any] | None
+    progress: Progress
+
+    @classmethod
+    def take(cls, model: LinearVAE, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+             progress: Progress, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> TrialSnapshot:
+        state = optimizer.state_dict()
+        slots = {i: {k: v.detach().clone() for k, v in per_param.items()} for i, per_param in state["state"].items()}
+        return cls(copy.deepcopy(model), {"state": slots, "param_groups": copy.deepcopy(state["param_groups"])},
+                   generator.get_state().clone(),
+                   copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None,
+                   Progress(progress.epoch, [dict(h) for h in progress.history]))
+
+    def save(self, directory: str | Path, *, dataset: str, train_config: TrainConfig, extra: dict[str, Any]) -> Path:
+        directory = Path(directory)
+        progress = self.progress
+        save_checkpoint(directory, self.model, dataset=dataset, metrics=progress.history[-1],
+                        train_config=train_config, extra=extra)
+        tensors = {f"state.{index}.{key}": value.detach().cpu().contiguous()
+                   for index, slots in self.optimizer_state["state"].items() for key, value in slots.items()}
+        tensors["generator"] = self.generator_state.cpu()
+        save_file(tensors, str(directory / OPTIMIZER_FILE))
+        (directory / PROGRESS_FILE).write_text(json.dumps(
+            {"epoch": progress.epoch, "history": progress.history,
+             "param_groups": self.optimizer_state["param_groups"], "scheduler": self.scheduler_state}, default=float))
+        return directory
+
+
 def save_trial_checkpoint(
     directory: str | Path,
     model: LinearVAE,
@@ -52,18 +92,9 @@ def save_trial_checkpoint(
     extra: dict[str, Any],
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> Path:
-    directory = Path(directory)
-    save_checkpoint(directory, model, dataset=dataset, metrics=progress.history[-1], train_config=train_config,
-                    extra=extra)
-    state = optimizer.state_dict()
-    tensors = {f"state.{index}.{key}": value.detach().cpu().contiguous()
-               for index, slots in state["state"].items() for key, value in slots.items()}
-    tensors["generator"] = generator.get_state().cpu()
-    save_file(tensors, str(directory / OPTIMIZER_FILE))
-    (directory / PROGRESS_FILE).write_text(json.dumps(
-        {"epoch": progress.epoch, "history": progress.history, "param_groups": state["param_groups"],
-         "scheduler": scheduler.state_dict() if scheduler is not None else None}, default=float))
-    return directory
+    """Write the trial's current state as a checkpoint folder (see the module docstring)."""
+    return TrialSnapshot.take(model, optimizer, generator, progress, scheduler).save(
+        directory, dataset=dataset, train_config=train_config, extra=extra)
 
 
 def load_trial_checkpoint(

@@ -39,7 +39,7 @@ from search import storage
 from search.config import SearchConfig
 from search.export import ExportSummary, export_results
 from search.tracking import WandbSettings
-from search.trainable import METRIC, MODE, TrialSettings, train_vae
+from search.trainable import BEST_METRIC, METRIC, MODE, TrialSettings, train_vae
 from vae.data import DataError, load_splits
 
 BUDGET_FILE = "vaesearch_search.json"
@@ -222,6 +222,7 @@ def build_tuner(config: SearchConfig, name: str) -> tune.Tuner:
         wandb=WandbSettings(project=config.wandb_project, mode=config.wandb_mode, group=name,
                             dir=str(config.local_experiment_dir(name) / WANDB_SUBDIR)).to_dict(),
         inject_nan=vars(config.inject_nan) if config.inject_nan else None,
+        checkpoint_every=config.grace_period,
     )
     return tune.Tuner(
         trainable_with_resources(config),
@@ -238,7 +239,7 @@ def build_tuner(config: SearchConfig, name: str) -> tune.Tuner:
             name=name,
             storage_path=config.storage,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=config.keep_checkpoints,
-                                                    checkpoint_score_attribute=METRIC,
+                                                    checkpoint_score_attribute=BEST_METRIC,
                                                     checkpoint_score_order=MODE),
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             verbose=config.verbose,
@@ -308,8 +309,9 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
         finished = results.num_terminated + results.num_errors
         budget_hit = config.time_budget_s is not None and fit_s >= config.time_budget_s
         if budget_hit:
-            log(f"time budget of {config.time_budget_s:g} s reached after {fit_s:.0f} s: {len(results)} of {total} "
-                f"trials ran ({finished} finished or were stopped at the budget); exporting what the search found")
+            ran = sum(1 for r in results if r.metrics)
+            log(f"time budget of {config.time_budget_s:g} s reached after {fit_s:.0f} s: {ran} of {total} trials ran "
+                f"(the others never started; trials still running were stopped); exporting what the search found")
         elif finished < total:
             raise SearchInterrupted(f"search stopped with {finished} of {total} trials finished; continue it "
                                     f"with: python -m search.run --resume --name {name} --storage {config.storage}")
