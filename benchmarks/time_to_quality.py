@@ -68,11 +68,14 @@ def load_average() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
-def run_default_search(data_dir: str, storage: str, trials: int, space: SearchSpace) -> dict[str, Any]:
+def run_default_search(data_dir: str, storage: str, trials: int, space: SearchSpace,
+                       time_budget_s: float | None = None) -> dict[str, Any]:
     from search.tuner import run_search
 
     config = SearchConfig(trials=trials, data_dir=data_dir, storage=storage, name="search",
                           wandb_mode=default_wandb_mode(), space=space, verbose=0)
+    if time_budget_s is not None:
+        config = config.replace(time_budget_s=time_budget_s)
     load_before = load_average()
     started = time.time()
     outcome = run_search(config, log=lambda m: print(m, flush=True))
@@ -187,6 +190,9 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS)
     parser.add_argument("--ablate", choices=sorted(ABLATIONS), default=None,
                         help="run only a search without this dimension and add it to the results file")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="override the search's time budget (default: the product's default); for a dry run")
+    parser.add_argument("--png", default=str(PNG), help=f"the figure (default {PNG.relative_to(REPO)})")
     add_output_args(parser, "time_to_quality")
     args = parser.parse_args()
     if not args.data_dir or not Path(args.data_dir).is_dir():
@@ -199,11 +205,11 @@ def main() -> int:
         if args.ablate:
             space = replace(SearchSpace(), **ABLATIONS[args.ablate])
             full.setdefault("ablations", {})[args.ablate] = {
-                "removed": args.ablate, **run_default_search(data_dir, storage, args.trials, space)}
+                "removed": args.ablate, **run_default_search(data_dir, storage, args.trials, space, args.time_budget)}
         else:
             machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
             full = {"benchmark": "time_to_quality", "machine": machine}
-            search = run_default_search(data_dir, storage, args.trials, SearchSpace())
+            search = run_default_search(data_dir, storage, args.trials, SearchSpace(), args.time_budget)
             data = load_splits("mnist", data_dir, seed=0)
             anchors = [run_anchor(name, point, data, search["wall_s"], seed=0) for name, point in ANCHORS]
             better = min(a["test_neg_elbo"] for a in anchors)
@@ -211,8 +217,8 @@ def main() -> int:
                 "search_minus_better_anchor_test_neg_elbo": round(search["test_neg_elbo"] - better, 2),
                 "goal": "<= -3 nats with wall_s <= 600",
                 "met": bool(search["test_neg_elbo"] <= better - 3 and search["wall_s"] <= 600)})
-            plot(search, anchors, PNG)
-            print(f"wrote {PNG.relative_to(REPO)}")
+            plot(search, anchors, Path(args.png))
+            print(f"wrote {args.png}")
     full["load_average_end"] = load_average()
     write_reports(args.out, full, args.results, headline(full))
     return 0

@@ -23,7 +23,7 @@ DEFAULT_TRIALS = 20
 # start (Ray, data) and the export (test split, IWAE, plots) the default search ends within 10 minutes on
 # 2 CPU cores even when the sampler draws many large models. Trials still running at the budget are stopped
 # and the search exports what it has.
-DEFAULT_TIME_BUDGET_S = 480.0
+DEFAULT_TIME_BUDGET_S = 450.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

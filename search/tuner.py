@@ -309,9 +309,10 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
         finished = results.num_terminated + results.num_errors
         budget_hit = config.time_budget_s is not None and fit_s >= config.time_budget_s
         if budget_hit:
-            ran = sum(1 for r in results if r.metrics)
-            log(f"time budget of {config.time_budget_s:g} s reached after {fit_s:.0f} s: {ran} of {total} trials ran "
-                f"(the others never started; trials still running were stopped); exporting what the search found")
+            started = sum(1 for r in results if r.metrics)
+            log(f"time budget of {config.time_budget_s:g} s reached after {fit_s:.0f} s: {started} of {total} trials "
+                f"ran ({total - started} never started or never reported; trials still running were stopped); "
+                "exporting what the search found")
         elif finished < total:
             raise SearchInterrupted(f"search stopped with {finished} of {total} trials finished; continue it "
                                     f"with: python -m search.run --resume --name {name} --storage {config.storage}")
@@ -333,5 +334,6 @@ def _announce(config: SearchConfig, name: str, restore: bool, total: int, log: C
     log(config.space.describe())
     if config.searcher != "grid":
         points = config.warm_start_points
-        log("warm start: " + ("; ".join(", ".join(f"{k} {v:g}" for k, v in p.items()) for p in points) or "none"))
+        log("warm start: " + ("; ".join(", ".join(f"{k} {v if isinstance(v, str) else format(v, 'g')}"
+                                                    for k, v in p.items()) for p in points) or "none"))
     sys.stdout.flush()
