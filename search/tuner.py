@@ -38,6 +38,7 @@ from ray.tune.search.optuna import OptunaSearch
 from search import storage
 from search.config import SearchConfig
 from search.export import ExportSummary, export_results
+from search.library_internals import base_searcher, optuna_study, resolve_ray_address
 from search.tracking import WandbSettings
 from search.trainable import BEST_METRIC, METRIC, MODE, TrialSettings, train_vae
 from vae.data import DataError, load_splits
@@ -74,38 +75,31 @@ class SearchOutcome:
 
 
 class TrialBudget(SearchGenerator):
-    """Tune's SearchGenerator, whose trial total can be raised on restore from ``BUDGET_FILE``."""
+    """Tune's SearchGenerator, whose trial total can be raised on restore from ``BUDGET_FILE``.
+
+    The total lives in the generator's public ``get_state()`` / ``set_state()`` dict
+    (``total_samples``, ``finished``, ``counter``), which is what Tune itself saves and restores."""
 
     def restore_from_dir(self, dirpath: str) -> None:
         super().restore_from_dir(dirpath)
         budget = Path(dirpath) / BUDGET_FILE
+        state = self.get_state()
         if budget.is_file():
             wanted = int(json.loads(budget.read_text())["num_samples"])
-            if wanted > self._total_samples:
-                self._total_samples = wanted
-                self._finished = False
-        study = _optuna_study(self)
+            if wanted > state["total_samples"]:
+                state.update(total_samples=wanted, finished=False)
+                self.set_state(state)
+        study = optuna_study(self)
         sampler = type(study.sampler).__name__ if study is not None else "none"
         known = len(study.trials) if study is not None else 0
-        print(f"restored searcher state: {type(_base_searcher(self)).__name__} with {sampler}, {known} trials in "
-              f"its study; {self._counter} of {self._total_samples} trials created so far", flush=True)
+        print(f"restored searcher state: {type(base_searcher(self)).__name__} with {sampler}, {known} trials in "
+              f"its study; {state['counter']} of {self.total_samples} trials created so far", flush=True)
 
     def save_to_dir(self, dirpath: str, session_str: str) -> None:
         super().save_to_dir(dirpath, session_str)
-        study = _optuna_study(self)
+        study = optuna_study(self)
         if study is not None:
             write_study_copy(study, Path(dirpath) / STUDY_FILE)
-
-
-def _base_searcher(search_alg: SearchGenerator) -> Any:
-    base: Any = search_alg.searcher
-    while hasattr(base, "searcher"):
-        base = base.searcher
-    return base
-
-
-def _optuna_study(search_alg: SearchGenerator) -> optuna.Study | None:
-    return getattr(_base_searcher(search_alg), "_ot_study", None)
 
 
 def write_study_copy(study: optuna.Study, path: Path) -> None:
@@ -133,11 +127,9 @@ def write_study_copy(study: optuna.Study, path: Path) -> None:
 
 def check_address(address: str, timeout_s: float = 3.0) -> None:
     """Fail fast (SearchError) when a Ray cluster address cannot be reached: ray.init would retry for minutes."""
-    from ray._private.services import canonicalize_bootstrap_address
-
     target = address[len("ray://"):] if address.startswith("ray://") else address
     try:
-        resolved = canonicalize_bootstrap_address(target) if target == "auto" else target
+        resolved = resolve_ray_address(target) if target == "auto" else target
     except Exception as exc:
         raise SearchError(f"cannot resolve Ray address {address!r} ({exc})") from exc
     if not resolved:
