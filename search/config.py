@@ -73,6 +73,7 @@ class SearchConfig:
     grid: tuple[dict[str, Any], ...] = ARTICLE_GRID
     max_failures: int = 2  # retries of a failed trial (from its last checkpoint), FailureConfig
     keep_checkpoints: int = 1  # per trial, the best by val_neg_elbo (CheckpointConfig.num_to_keep)
+    checkpoint_every: int | None = None  # epochs between writes of a trial's best epoch (None: grace_period)
     iwae_k: int = 1000  # importance samples of the best model's test IWAE bound
     reuse_actors: bool = True  # TuneConfig.reuse_actors: a new trial runs in a finished trial's actor
     verbose: int = 1  # Tune's console output: 0 silent, 1 progress table, 2 every result
@@ -94,6 +95,8 @@ class SearchConfig:
             positive_int(name, getattr(self, name))
         if self.num_cpus is not None:
             positive_int("num_cpus", self.num_cpus)
+        if self.checkpoint_every is not None:
+            positive_int("checkpoint_every", self.checkpoint_every)
         need(self.grace_period <= self.max_epochs,
              f"--grace-period ({self.grace_period}) must not exceed --max-epochs ({self.max_epochs})")
         budget = self.time_budget_s

@@ -214,7 +214,7 @@ def build_tuner(config: SearchConfig, name: str) -> tune.Tuner:
         wandb=WandbSettings(project=config.wandb_project, mode=config.wandb_mode, group=name,
                             dir=str(config.local_experiment_dir(name) / WANDB_SUBDIR)).to_dict(),
         inject_nan=vars(config.inject_nan) if config.inject_nan else None,
-        checkpoint_every=config.grace_period,
+        checkpoint_every=config.checkpoint_every or config.grace_period,
     )
     return tune.Tuner(
         trainable_with_resources(config),
