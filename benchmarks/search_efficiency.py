@@ -19,7 +19,8 @@ happened and numbered 1, 2, ...: the n-th report means n trial-epochs were spent
 is whole seconds, so each report is placed at ``start + time_total_s``, where the trial's start is
 pinned down to well under a second by intersecting ``[timestamp - time_total_s, timestamp + 1 -
 time_total_s)`` over its reports. "Best within B" is the lowest validation neg-ELBO among the first B
-reports; its checkpoint (every epoch's checkpoint is kept for this, ``keep_checkpoints = E``) is
+reports; its checkpoint (every improving epoch is checkpointed and kept for this, ``checkpoint_every = 1``,
+``keep_checkpoints = E``) is
 loaded through vae.checkpoint and evaluated on the held-out test split with vae.train.evaluate.
 "Trial-epochs to the grid's best" is the first report count at which the best-so-far is at least as
 good as the grid's best validation neg-ELBO.
@@ -216,7 +217,7 @@ def common_settings(args: argparse.Namespace, data_dir: str | None, storage: Pat
     return {
         "max_epochs": args.epochs, "max_concurrent": 2, "cpus_per_trial": 1, "num_cpus": 2,
         "data_dir": str(Path(data_dir).absolute()) if data_dir else None, "storage": str(storage),
-        "seed": seed, "wandb_mode": "disabled", "verbose": 0, "keep_checkpoints": args.epochs,
+        "seed": seed, "wandb_mode": "disabled", "verbose": 0, "keep_checkpoints": args.epochs, "checkpoint_every": 1,
     }
 
 

@@ -19,6 +19,11 @@ WandbMode = Literal["online", "offline", "disabled"]
 SEARCHERS: tuple[str, ...] = ("tpe", "random", "grid")
 WANDB_MODES: tuple[str, ...] = ("online", "offline", "disabled")
 DEFAULT_TRIALS = 20
+# Safety net for the default search (seconds of Tune's own time budget, TuneConfig.time_budget_s): with the
+# start (Ray, data) and the export (test split, IWAE, plots) the default search ends within 10 minutes on
+# 2 CPU cores even when the sampler draws many large models. Trials still running at the budget are stopped
+# and the search exports what it has.
+DEFAULT_TIME_BUDGET_S = 450.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -44,9 +49,10 @@ class SearchConfig:
     """All options of one search. Paths are absolute (or a URI for ``storage``) once validated."""
 
     trials: int | None = None  # None: DEFAULT_TRIALS, or on resume the experiment's own number
-    max_epochs: int = 20
-    grace_period: int = 2  # ASHA: epochs every trial runs before it can be stopped
+    max_epochs: int = 100  # good models here still improve at 100 epochs; ASHA stops the rest early
+    grace_period: int = 10  # ASHA: epochs every trial runs before it can be stopped (rungs at 10, 30, 90)
     reduction_factor: int = 3  # ASHA: keep the top 1/reduction_factor at each rung
+    time_budget_s: float | None = DEFAULT_TIME_BUDGET_S  # None: no limit; else stop the search after this long
     max_concurrent: int = 4
     cpus_per_trial: int = 1  # also the number of torch threads in each trial
     gpus_per_trial: float = 0.0
@@ -66,7 +72,10 @@ class SearchConfig:
     warm_start: bool = True  # evaluate the known baselines in the space first (tpe and random)
     grid: tuple[dict[str, Any], ...] = ARTICLE_GRID
     max_failures: int = 2  # retries of a failed trial (from its last checkpoint), FailureConfig
-    keep_checkpoints: int = 2  # per trial, the best by val_neg_elbo (CheckpointConfig.num_to_keep)
+    keep_checkpoints: int = 1  # per trial, the best by val_neg_elbo (CheckpointConfig.num_to_keep)
+    checkpoint_every: int | None = None  # epochs between writes of a trial's best epoch (None: grace_period)
+    iwae_k: int = 1000  # importance samples of the best model's test IWAE bound
+    reuse_actors: bool = True  # TuneConfig.reuse_actors: a new trial runs in a finished trial's actor
     verbose: int = 1  # Tune's console output: 0 silent, 1 progress table, 2 every result
     inject_nan: NanInjection | None = None
 
@@ -82,12 +91,18 @@ class SearchConfig:
         if self.trials is not None:
             positive_int("trials", self.trials)
         for name in ("max_epochs", "grace_period", "max_concurrent", "cpus_per_trial",
-                     "keep_checkpoints"):
+                     "keep_checkpoints", "iwae_k"):
             positive_int(name, getattr(self, name))
         if self.num_cpus is not None:
             positive_int("num_cpus", self.num_cpus)
+        if self.checkpoint_every is not None:
+            positive_int("checkpoint_every", self.checkpoint_every)
         need(self.grace_period <= self.max_epochs,
              f"--grace-period ({self.grace_period}) must not exceed --max-epochs ({self.max_epochs})")
+        budget = self.time_budget_s
+        need(budget is None or (isinstance(budget, (int, float)) and not isinstance(budget, bool)
+                                and math.isfinite(budget) and budget > 0),
+             f"--time-budget must be a positive number of seconds (0: no limit), got {budget!r}")
         need(isinstance(self.reduction_factor, int) and self.reduction_factor >= 2,
              f"reduction_factor must be an integer >= 2, got {self.reduction_factor!r}")
         gpus = self.gpus_per_trial

@@ -13,22 +13,26 @@ import csv
 import json
 import math
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 from ray import tune
 
 from search import layout, storage
 from search.config import SearchConfig
-from search.trainable import METRIC, MODE
+from search.space import SearchSpace
+from search.trainable import BEST_METRIC, METRIC, MODE, hyperparameters
 from vae.checkpoint import load_checkpoint, save_checkpoint
 from vae.class_gaussians import fit_class_gaussians
 from vae.config import ModelConfig, TrainConfig
 from vae.data import DATASETS, DataSplits
+from vae.iwae import iwae
 from vae.model import count_parameters
 from vae.train import evaluate
 
@@ -38,6 +42,8 @@ CURVE_CSV = "curve.csv"
 CURVE_PNG = "best_so_far.png"
 SPACE_PNG = "trials_space.png"
 PARETO_PNG = "pareto.png"
+IMPORTANCE_JSON = "importance.json"
+IMPORTANCE_PNG = "importance.png"
 TERMINATED, EARLY_STOPPED, ERROR = "TERMINATED", "EARLY_STOPPED", "ERROR"
 
 
@@ -82,7 +88,9 @@ def leaderboard_rows(results: tune.ResultGrid, config: SearchConfig) -> list[dic
     """One row per trial (LEADERBOARD_FIELDS), ranked by best val neg-ELBO, failed trials last."""
     rows = []
     for result in results:
-        hyper = result.config or {}
+        if not (result.config or {}).get("latent_width"):
+            continue  # created but never started (the search's time budget ran out first)
+        hyper = hyperparameters(result.config or {})
         metrics = result.metrics or {}
         frame = result.metrics_dataframe
         history = frame[frame[METRIC].notna()] if frame is not None and METRIC in frame else None
@@ -90,24 +98,31 @@ def leaderboard_rows(results: tune.ResultGrid, config: SearchConfig) -> list[dic
         epochs = int(metrics.get("epoch", 0))
         diverged = bool(metrics.get("diverged"))  # search.trainable: reported once, not retried
         status = ERROR if result.error or diverged else TERMINATED if epochs >= config.max_epochs else EARLY_STOPPED
-        model = ModelConfig(int(hyper["latent_width"]), int(hyper["reparam_width"]))
+        model = ModelConfig(int(hyper["latent_width"]), int(hyper["reparam_width"]), depth=int(hyper["depth"]))
         rows.append({
             "rank": None, "trial_id": trial_id_of(result), "status": status, "is_best": False,
-            "latent_width": model.latent_width, "reparam_width": model.reparam_width, "lr": float(hyper["lr"]),
-            "batch_size": int(hyper["batch_size"]),
+            "latent_width": model.latent_width, "reparam_width": model.reparam_width, "depth": model.depth,
+            "lr": float(hyper["lr"]), "lr_schedule": str(hyper["lr_schedule"]),
+            "kl_warmup_epochs": int(hyper["kl_warmup_epochs"]), "batch_size": int(hyper["batch_size"]),
             "best_val_neg_elbo": float(best[METRIC]) if best is not None else None,
             "last_val_neg_elbo": _finite(metrics.get(METRIC)),
-            "epochs": epochs, "time_s": round(float(metrics.get("time_total_s", 0.0)), 2),
+            "epochs": epochs, "best_epoch": int(best["epoch"]) if best is not None else None,
+            "time_s": round(float(metrics.get("time_total_s", 0.0)), 2),
             "parameters": count_parameters(model),
             "active_units": int(best["active_units"]) if best is not None else None,
             "node": f"{metrics['node_ip']}/{str(metrics.get('node_id', ''))[:8]}" if "node_ip" in metrics else None,
             "error": str(metrics["error"]) if diverged else error_line(result.error), "checkpoint": None,
         })
+    rank_rows(rows)
+    return rows
+
+
+def rank_rows(rows: list[dict[str, Any]]) -> None:
+    """Sort by best val neg-ELBO, failed trials and trials without a value last, and number the ranks."""
     rows.sort(key=lambda r: (r["status"] == ERROR or r["best_val_neg_elbo"] is None,
                              r["best_val_neg_elbo"] if r["best_val_neg_elbo"] is not None else math.inf))
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
-    return rows
 
 
 def trial_epoch_curve(results: tune.ResultGrid) -> list[tuple[int, float]]:
@@ -139,13 +154,15 @@ def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def format_leaderboard(rows: list[dict[str, Any]], top: int = 10) -> str:
-    header = (f"{'#':>3} {'trial':<10} {'latent':>6} {'reparam':>7} {'lr':>9} {'batch':>5} {'val nats':>9} "
-              f"{'epochs':>6} {'time s':>7} {'status':<13}")
+    header = (f"{'#':>3} {'trial':<10} {'latent':>6} {'reparam':>7} {'depth':>5} {'lr':>9} {'sched':>8} "
+              f"{'warmup':>6} {'batch':>5} {'val nats':>9} {'epochs':>6} {'time s':>7} {'status':<13}")
     lines = [header]
     for r in rows[:top]:
         val = f"{r['best_val_neg_elbo']:.2f}" if r["best_val_neg_elbo"] is not None else "-"
         lines.append(f"{r['rank']:>3} {r['trial_id']:<10} {r['latent_width']:>6} {r['reparam_width']:>7} "
-                     f"{r['lr']:>9.2e} {r['batch_size']:>5} {val:>9} {r['epochs']:>6} {r['time_s']:>7.1f} "
+                     f"{r.get('depth', 1):>5} {r['lr']:>9.2e} {r.get('lr_schedule', 'constant'):>8} "
+                     f"{r.get('kl_warmup_epochs', 0):>6} {r['batch_size']:>5} {val:>9} {r['epochs']:>6} "
+                     f"{r['time_s']:>7.1f} "
                      f"{r['status']:<13}{'  ' + r['error'] if r['error'] else ''}")
     if len(rows) > top:
         lines.append(f"... and {len(rows) - top} more in leaderboard.csv")
@@ -166,7 +183,7 @@ def _export_trial(result: tune.Result, row: dict[str, Any], config: SearchConfig
                   destination: Path) -> dict[str, float]:
     """Copy the trial's best checkpoint as a vae.checkpoint (with test metrics, test examples and the class
     Gaussians fitted on the training split)."""
-    checkpoint = result.get_best_checkpoint(METRIC, MODE) or result.checkpoint
+    checkpoint = result.get_best_checkpoint(BEST_METRIC, MODE) or result.checkpoint
     with checkpoint.as_directory() as directory:
         saved = load_checkpoint(directory)
     test = evaluate(saved.model, data.test.images, seed=config.seed)
@@ -195,8 +212,15 @@ def export_results(results: tune.ResultGrid, config: SearchConfig, name: str, da
         result = by_id[row["trial_id"]]
         if row["status"] == ERROR or result.checkpoint is None:
             continue
-        test_by_trial[row["trial_id"]] = _export_trial(result, row, config, data, trials_dir / row["trial_id"])
+        metrics = _export_trial(result, row, config, data, trials_dir / row["trial_id"])
+        test_by_trial[row["trial_id"]] = metrics
         row["checkpoint"] = f"{layout.TRIALS_DIR}/{row['trial_id']}"
+        if METRIC in metrics:
+            # What is served is the checkpoint: a trial stopped by the time budget between two checkpoint
+            # writes reported a better epoch than the one it saved, and is ranked by the saved one.
+            row["best_val_neg_elbo"] = float(metrics[METRIC])
+            row["best_epoch"] = int(metrics.get("epoch", row["best_epoch"] or 0))
+    rank_rows(rows)
 
     best = next((r for r in rows if r["checkpoint"] is not None), None)
     test_metrics: dict[str, float] = {}
@@ -206,6 +230,10 @@ def export_results(results: tune.ResultGrid, config: SearchConfig, name: str, da
         for item in source.iterdir():
             shutil.copy2(item, best_dir / item.name)
         test_metrics = {k: v for k, v in test_by_trial[best["trial_id"]].items() if k.startswith("test_")}
+        # The tight likelihood figure, for the served model only (selection used validation alone).
+        test_metrics["test_iwae"] = iwae(load_checkpoint(best_dir).model, data.test.images, k=config.iwae_k,
+                                         seed=config.seed)
+        test_metrics["iwae_k"] = config.iwae_k
 
     curve = trial_epoch_curve(results)
     front = pareto_front(rows)
@@ -226,6 +254,7 @@ def export_results(results: tune.ResultGrid, config: SearchConfig, name: str, da
     plot_curve(curve, best_dir / CURVE_PNG)
     plot_space(rows, best_dir / SPACE_PNG)
     plot_pareto(rows, front, best_dir / PARETO_PNG)
+    importances = write_importances(rows, config.space, best_dir)
 
     uploaded = None
     if config.storage_is_uri:
@@ -235,13 +264,84 @@ def export_results(results: tune.ResultGrid, config: SearchConfig, name: str, da
     log("leaderboard (best val neg-ELBO in nats per image):\n" + format_leaderboard(rows))
     if best is not None:
         log(f"best trial {best['trial_id']}: latent {best['latent_width']}, reparam {best['reparam_width']}, "
-            f"lr {best['lr']:.3g}, batch {best['batch_size']}: val {best['best_val_neg_elbo']:.2f} nats, "
+            f"depth {best['depth']}, lr {best['lr']:.3g} {best['lr_schedule']}, "
+            f"KL warm-up {best['kl_warmup_epochs']} epochs, batch {best['batch_size']}, "
+            f"best epoch {best['best_epoch']}: val {best['best_val_neg_elbo']:.2f} nats, "
             f"test {test_metrics['test_neg_elbo']:.2f} nats (recon {test_metrics['test_recon']:.2f} + "
-            f"KL {test_metrics['test_kl']:.2f}, {test_metrics['test_active_units']:.0f} active units)")
+            f"KL {test_metrics['test_kl']:.2f}, {test_metrics['test_active_units']:.0f} active units), "
+            f"test IWAE (k={config.iwae_k}) {test_metrics['test_iwae']:.2f} nats")
     else:
         log("no trial finished with a checkpoint: nothing to export as the best model")
+    log("importance (optuna.importance, for best val neg-ELBO): "
+        + (", ".join(f"{k} {v:.2f}" for k, v in importances.items()) or "not enough finished trials"))
     log(f"exported {best_dir}{' and uploaded it to ' + uploaded if uploaded else ''}")
     return ExportSummary(best_dir, rows, best, test_metrics, curve, front, uploaded)
+
+
+# --- importances -------------------------------------------------------------------------------
+
+
+def search_distributions(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The space's searched parameters as Optuna distributions (``reparam_width`` with its full range: the
+    define-by-run clip to the latent width is per trial); fixed parameters are left out."""
+    fixed = space.fixed()
+    distributions: dict[str, optuna.distributions.BaseDistribution] = {
+        "latent_width": optuna.distributions.IntDistribution(*space.latent_width, log=True),
+        "reparam_width": optuna.distributions.IntDistribution(*space.reparam_width, log=True),
+        "depth": optuna.distributions.IntDistribution(*space.depth),
+        "lr": optuna.distributions.FloatDistribution(*space.lr, log=True),
+        "lr_schedule": optuna.distributions.CategoricalDistribution(list(space.lr_schedule)),
+        "kl_warmup_epochs": optuna.distributions.IntDistribution(*space.kl_warmup_epochs),
+        "batch_size": optuna.distributions.CategoricalDistribution(list(space.batch_size)),
+    }
+    return {k: v for k, v in distributions.items() if k not in fixed and not v.single()}
+
+
+def importance_study(rows: list[dict[str, Any]], space: SearchSpace) -> optuna.Study:
+    """An in-memory Optuna study of the finished trials (value: best val neg-ELBO), built with Optuna's
+    public API from the leaderboard, for ``optuna.importance``."""
+    distributions = search_distributions(space)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(direction="minimize")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    for row in rows:
+        if row["status"] == ERROR or row["best_val_neg_elbo"] is None:
+            continue
+        try:
+            trial = optuna.trial.create_trial(params={k: row[k] for k in distributions}, distributions=distributions,
+                                              value=row["best_val_neg_elbo"])
+        except ValueError:
+            continue  # a value outside the space (a resumed experiment whose space was changed)
+        study.add_trial(trial)
+    return study
+
+
+def write_importances(rows: list[dict[str, Any]], space: SearchSpace, best_dir: Path) -> dict[str, float]:
+    """Hyperparameter importances with ``optuna.importance.get_param_importances`` (its default evaluator,
+    PED-ANOVA in Optuna 5: deterministic, and needs no scikit-learn, which fANOVA would) as importance.json
+    and Optuna's bar chart importance.png; empty (and no PNG) when fewer than two trials finished or
+    nothing was searched."""
+    study = importance_study(rows, space)
+    importances: dict[str, float] = {}
+    if len(study.trials) >= 2 and search_distributions(space):
+        importances = dict(optuna.importance.get_param_importances(study))
+    (best_dir / IMPORTANCE_JSON).write_text(json.dumps(
+        {"method": "optuna.importance.get_param_importances (default evaluator)", "objective": "best_val_neg_elbo",
+         "trials": len(study.trials), "importances": importances}, indent=2))
+    if importances:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            ax = optuna.visualization.matplotlib.plot_param_importances(study)
+        ax.figure.set_size_inches(7, 4)
+        ax.figure.tight_layout()
+        ax.figure.savefig(best_dir / IMPORTANCE_PNG, dpi=110)
+        import matplotlib.pyplot as plt
+
+        plt.close(ax.figure)
+    return importances
 
 
 # --- plots -------------------------------------------------------------------------------------

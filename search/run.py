@@ -1,5 +1,6 @@
-"""Command line: ``python -m search.run --trials 20`` searches latent width, reparam width, learning
-rate (and batch size) with Ray Tune + Optuna TPE + ASHA, then exports the best model.
+"""Command line: ``python -m search.run --trials 20`` searches latent width, reparam width, depth, learning
+rate and its schedule, KL warm-up (and batch size) with Ray Tune + Optuna TPE + ASHA, then exports the best
+model.
 
 This module only parses and validates the arguments (one line and exit status 2 for a mistake) and
 calls ``search.tuner.run_search``.
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"most epochs per trial; ASHA stops poor trials earlier (default {DEFAULTS.max_epochs})")
     run.add_argument("--grace-period", type=int, default=None,
                      help=f"epochs every trial runs before ASHA may stop it (default {DEFAULTS.grace_period})")
+    run.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                     help=f"stop the search after this many seconds (Tune's time_budget_s) and export what it found; "
+                     f"0: no limit (default {DEFAULTS.time_budget_s:g})")
     run.add_argument("--max-concurrent", type=int, default=None,
                      help=f"trials running at once (default {DEFAULTS.max_concurrent}; also bounded by resources)")
     run.add_argument("--searcher", choices=SEARCHERS, default="tpe",
@@ -70,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--reparam-width", nargs=2, type=int, metavar=("LOW", "HIGH"),
                        help=f"code z dimension range, never above the latent width (default "
                        f"{DEFAULTS.space.reparam_width[0]} {DEFAULTS.space.reparam_width[1]})")
+    space.add_argument("--depth", nargs=2, type=int, metavar=("LOW", "HIGH"),
+                       help=f"hidden layers per side of the bottleneck (default {DEFAULTS.space.depth[0]} "
+                       f"{DEFAULTS.space.depth[1]}; 1 1: the article's one-layer LinearVAE)")
+    space.add_argument("--kl-warmup-epochs", nargs=2, type=int, metavar=("LOW", "HIGH"),
+                       help=f"KL warm-up length range in epochs, sampled uniformly (default "
+                       f"{DEFAULTS.space.kl_warmup_epochs[0]} {DEFAULTS.space.kl_warmup_epochs[1]}; 0 0: none)")
+    space.add_argument("--lr-schedules", nargs="+", metavar="S",
+                       help=f"learning-rate schedules to choose from (default {' '.join(DEFAULTS.space.lr_schedule)})")
     space.add_argument("--lr", nargs=2, type=float, metavar=("LOW", "HIGH"),
                        help=f"Adam learning rate range (default {DEFAULTS.space.lr[0]:g} {DEFAULTS.space.lr[1]:g})")
     space.add_argument("--batch-sizes", nargs="+", type=int, metavar="B",
@@ -141,13 +153,17 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
     if args.space:
         space = SearchSpace.from_file(args.space, space)
     overrides = {k: v for k, v in {"latent_width": args.latent_width, "reparam_width": args.reparam_width,
-                                   "lr": args.lr, "batch_size": args.batch_sizes}.items() if v is not None}
+                                   "lr": args.lr, "batch_size": args.batch_sizes, "depth": args.depth,
+                                   "kl_warmup_epochs": args.kl_warmup_epochs,
+                                   "lr_schedule": args.lr_schedules}.items() if v is not None}
     space = SearchSpace.from_mapping(overrides, space)
 
     options: dict[str, Any] = dict(SMOKE_TEST) if args.smoke_test else {}
     explicit = {"trials": args.trials, "max_epochs": args.max_epochs, "grace_period": args.grace_period,
                 "max_concurrent": args.max_concurrent, "cpus_per_trial": args.cpus_per_trial}
     options.update({k: v for k, v in explicit.items() if v is not None})
+    if args.time_budget is not None:
+        options["time_budget_s"] = args.time_budget if args.time_budget != 0 else None
     if args.trials is None and args.resume:
         options.pop("trials", None)  # keep the experiment's own number
     if "max_epochs" in options and "grace_period" not in options:
@@ -190,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
             ("--max-epochs", args.max_epochs), ("--grace-period", args.grace_period),
             ("--max-concurrent", args.max_concurrent), ("--cpus-per-trial", args.cpus_per_trial),
             ("--space", args.space), ("--latent-width", args.latent_width), ("--reparam-width", args.reparam_width),
-            ("--lr", args.lr), ("--batch-sizes", args.batch_sizes)) if value is not None]
+            ("--lr", args.lr), ("--batch-sizes", args.batch_sizes), ("--depth", args.depth),
+            ("--kl-warmup-epochs", args.kl_warmup_epochs), ("--lr-schedules", args.lr_schedules),
+            ("--time-budget", args.time_budget)) if value is not None]
         if ignored:
             print(f"note: a resumed experiment keeps its own settings; ignoring {', '.join(ignored)}", file=sys.stderr)
     if config.data_dir is not None and not Path(config.data_dir).is_dir():

@@ -1,5 +1,7 @@
-"""The search space, kept in one place: ranges for the two widths and the learning rate, and the
-batch sizes to choose from. Ranges can be overridden from the CLI or a small YAML/JSON file.
+"""The search space, kept in one place: ranges for the two widths, the depth, the learning rate and
+the KL warm-up, and the batch sizes and learning-rate schedules to choose from. Ranges can be
+overridden from the CLI or a small YAML/JSON file; a range whose low equals its high (or a single
+choice) fixes that parameter.
 
 Optuna samples it "define-by-run" (``suggest``): ``reparam_width`` is drawn after ``latent_width``
 with its upper bound clipped to the latent width, so a code never gets wider than the hidden layer.
@@ -15,15 +17,21 @@ from typing import Any
 
 import yaml
 
+from vae.config import LR_SCHEDULES, MAX_DEPTH
+
 # Known baselines every search evaluates first (where they lie in the space), before the searcher samples:
 # the article's best pair at its learning rate, and the canonical PyTorch VAE (pytorch/examples vae/main.py:
-# 400 hidden units, a 20-dimensional code, Adam at lr 1e-3, batch 128).
+# 400 hidden units, a 20-dimensional code, Adam at lr 1e-3, batch 128); both one hidden layer, constant lr,
+# no KL warm-up (PLAIN_TRAINING, filled in by ``seed_point``).
 ARTICLE_BEST = {"latent_width": 512, "reparam_width": 64, "lr": 3e-4}
 PYTORCH_EXAMPLE = {"latent_width": 400, "reparam_width": 20, "lr": 1e-3}
+PLAIN_TRAINING = {"depth": 1, "lr_schedule": "constant", "kl_warmup_epochs": 0}
 WARM_START = (ARTICLE_BEST, PYTORCH_EXAMPLE)
 # The article's hand-written "search": five (latent, reparam) pairs at lr 3e-4.
 ARTICLE_GRID = tuple({"latent_width": 2**k, "reparam_width": 2 ** (k - 3), "lr": 3e-4} for k in range(5, 10))
-PARAMS = ("latent_width", "reparam_width", "lr", "batch_size")
+PARAMS = ("latent_width", "reparam_width", "depth", "lr", "lr_schedule", "kl_warmup_epochs", "batch_size")
+INT_RANGES = ("latent_width", "reparam_width", "depth", "kl_warmup_epochs")
+CHOICES = ("lr_schedule", "batch_size")
 MAX_SPACE_FILE_BYTES = 64 * 1024
 
 
@@ -37,16 +45,24 @@ class SearchSpace:
 
     latent_width: tuple[int, int] = (16, 1024)
     reparam_width: tuple[int, int] = (2, 128)
+    depth: tuple[int, int] = (1, MAX_DEPTH)  # hidden layers on each side of the bottleneck
     lr: tuple[float, float] = (1e-4, 3e-2)
+    lr_schedule: tuple[str, ...] = LR_SCHEDULES  # constant | cosine over the trial's max epochs
+    kl_warmup_epochs: tuple[int, int] = (0, 20)  # KL weight rising linearly from 0 to 1 over this many epochs
     batch_size: tuple[int, ...] = (64, 128, 256)
 
     def __post_init__(self) -> None:
-        for name in ("latent_width", "reparam_width"):
+        for name in INT_RANGES:
             low, high = getattr(self, name)
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)):
                 raise SpaceError(f"{name} bounds must be integers, got {low!r}..{high!r}")
-            if not 1 <= low <= high:
-                raise SpaceError(f"{name} bounds must satisfy 1 <= low <= high, got {low}..{high}")
+            minimum = 0 if name == "kl_warmup_epochs" else 1
+            if not minimum <= low <= high:
+                raise SpaceError(f"{name} bounds must satisfy {minimum} <= low <= high, got {low}..{high}")
+        if self.depth[1] > MAX_DEPTH:
+            raise SpaceError(f"depth bounds must lie in 1..{MAX_DEPTH}, got {self.depth[0]}..{self.depth[1]}")
+        if not self.lr_schedule or any(s not in LR_SCHEDULES for s in self.lr_schedule):
+            raise SpaceError(f"lr_schedule choices must be among {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         low, high = self.lr
         if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
             raise SpaceError(f"lr bounds must satisfy 0 < low <= high, got {low}..{high}")
@@ -75,7 +91,7 @@ class SearchSpace:
         for name, value in data.items():
             if not isinstance(value, (list, tuple)):
                 raise SpaceError(f"{name} must be a list, got {_short(value)}")
-            if name == "batch_size":
+            if name in CHOICES:
                 changes[name] = tuple(value)
                 continue
             if len(value) != 2:
@@ -107,23 +123,43 @@ class SearchSpace:
 
     # --- sampling -------------------------------------------------------------------------------
 
+    def fixed(self) -> dict[str, Any]:
+        """Parameters with a single value in this space (not searched: passed to every trial as is)."""
+        values: dict[str, Any] = {}
+        for name in ("depth", "kl_warmup_epochs"):
+            low, high = getattr(self, name)
+            if low == high:
+                values[name] = low
+        for name in CHOICES:
+            if len(getattr(self, name)) == 1:
+                values[name] = getattr(self, name)[0]
+        return values
+
     def suggest(self, trial: Any) -> dict[str, Any] | None:
-        """Optuna define-by-run space (``trial`` is an ``optuna.Trial``)."""
+        """Optuna define-by-run space (``trial`` is an ``optuna.Trial``); returns the fixed parameters."""
+        fixed = self.fixed()
         latent = trial.suggest_int("latent_width", *self.latent_width, log=True)
         trial.suggest_int("reparam_width", self.reparam_width[0], min(self.reparam_width[1], latent), log=True)
+        if "depth" not in fixed:
+            trial.suggest_int("depth", *self.depth)
         trial.suggest_float("lr", *self.lr, log=True)
-        if len(self.batch_size) > 1:
+        if "lr_schedule" not in fixed:
+            trial.suggest_categorical("lr_schedule", list(self.lr_schedule))
+        if "kl_warmup_epochs" not in fixed:
+            trial.suggest_int("kl_warmup_epochs", *self.kl_warmup_epochs)
+        if "batch_size" not in fixed:
             trial.suggest_categorical("batch_size", list(self.batch_size))
-        return None if len(self.batch_size) > 1 else {"batch_size": self.batch_size[0]}
+        return fixed or None
 
     def seed_point(self, point: dict[str, Any] | None = None) -> dict[str, Any]:
         """A warm-start point for the searcher (default: the article's best), checked against the space;
-        batch size 128 where it is a choice, else the first choice."""
-        point = dict(point or ARTICLE_BEST)
+        depth 1, constant lr and no KL warm-up unless given; batch size 128 where it is a choice, else the
+        first choice."""
+        point = {**PLAIN_TRAINING, **dict(point or ARTICLE_BEST)}
         point.setdefault("batch_size", 128 if 128 in self.batch_size else self.batch_size[0])
         self.check(point)
-        if len(self.batch_size) == 1:
-            point.pop("batch_size")  # fixed value, not a searched parameter
+        for name in self.fixed():
+            point.pop(name)  # fixed value, not a searched parameter
         return point
 
     def warm_start_points(self) -> list[dict[str, Any]]:
@@ -145,19 +181,27 @@ class SearchSpace:
         inside("latent_width", *self.latent_width)
         inside("reparam_width", self.reparam_width[0], min(self.reparam_width[1], point["latent_width"]))
         inside("lr", *self.lr)
-        if point.get("batch_size", self.batch_size[0]) not in self.batch_size:
-            raise SpaceError(f"point {point} has a batch_size outside the choices {self.batch_size}")
+        for name in ("depth", "kl_warmup_epochs"):
+            if name in point:
+                inside(name, *getattr(self, name))
+        for name in CHOICES:
+            if point.get(name, getattr(self, name)[0]) not in getattr(self, name):
+                raise SpaceError(f"point {point} has a {name} outside the choices {getattr(self, name)}")
 
     def describe(self) -> str:
         """The space as printed at the start of a search."""
-        lines = [
-            f"  latent_width   int, log scale   {self.latent_width[0]} .. {self.latent_width[1]}",
-            f"  reparam_width  int, log scale   {self.reparam_width[0]} .. {self.reparam_width[1]}"
-            " (and <= latent_width)",
-            f"  lr             float, log scale {self.lr[0]:g} .. {self.lr[1]:g}",
-            f"  batch_size     choice           {', '.join(map(str, self.batch_size))}",
+        rows = [
+            ("latent_width", "int, log scale", f"{self.latent_width[0]} .. {self.latent_width[1]}"),
+            ("reparam_width", "int, log scale",
+             f"{self.reparam_width[0]} .. {self.reparam_width[1]} (and <= latent_width)"),
+            ("depth", "int", f"{self.depth[0]} .. {self.depth[1]} (hidden layers on each side of the code)"),
+            ("lr", "float, log scale", f"{self.lr[0]:g} .. {self.lr[1]:g}"),
+            ("lr_schedule", "choice", f"{', '.join(self.lr_schedule)} (over the trial's max epochs)"),
+            ("kl_warmup_epochs", "int",
+             f"{self.kl_warmup_epochs[0]} .. {self.kl_warmup_epochs[1]} (KL weight rises 0 -> 1 over these epochs)"),
+            ("batch_size", "choice", ", ".join(map(str, self.batch_size))),
         ]
-        return "search space:\n" + "\n".join(lines)
+        return "search space:\n" + "\n".join(f"  {name:<17}{kind:<17}{values}" for name, kind, values in rows)
 
 
 def _short(value: Any) -> str:

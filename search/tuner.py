@@ -43,7 +43,7 @@ from search.config import SearchConfig
 from search.export import ExportSummary, export_results
 from search.library_internals import base_searcher, optuna_study, resolve_ray_address
 from search.tracking import WandbSettings
-from search.trainable import METRIC, MODE, TrialSettings, train_vae
+from search.trainable import BEST_METRIC, METRIC, MODE, TrialSettings, train_vae
 from vae.data import DataError, load_splits
 
 BUDGET_FILE = "vaesearch_search.json"
@@ -400,6 +400,7 @@ def build_tuner(config: SearchConfig, name: str) -> tune.Tuner:
         wandb=WandbSettings(project=config.wandb_project, mode=config.wandb_mode, group=name,
                             dir=str(config.local_experiment_dir(name) / WANDB_SUBDIR)).to_dict(),
         inject_nan=vars(config.inject_nan) if config.inject_nan else None,
+        checkpoint_every=config.checkpoint_every or config.grace_period,
     )
     return tune.Tuner(
         trainable_with_resources(config),
@@ -409,12 +410,14 @@ def build_tuner(config: SearchConfig, name: str) -> tune.Tuner:
             scheduler=build_scheduler(config),
             num_samples=config.num_samples,
             trial_dirname_creator=trial_dirname,
+            time_budget_s=config.time_budget_s,
+            reuse_actors=config.reuse_actors,
         ),
         run_config=tune.RunConfig(
             name=name,
             storage_path=config.storage,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=config.keep_checkpoints,
-                                                    checkpoint_score_attribute=METRIC,
+                                                    checkpoint_score_attribute=BEST_METRIC,
                                                     checkpoint_score_order=MODE),
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             **reporting(config),
@@ -487,9 +490,17 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
                                        resume_unfinished=True, resume_errored=False)
         else:
             tuner = build_tuner(config, name)
+        fit_started = time.monotonic()
         results = tuner.fit()
+        fit_s = time.monotonic() - fit_started
         finished = results.num_terminated + results.num_errors
-        if finished < total:
+        budget_hit = config.time_budget_s is not None and fit_s >= config.time_budget_s
+        if budget_hit:
+            started = sum(1 for r in results if r.metrics)
+            log(f"time budget of {config.time_budget_s:g} s reached after {fit_s:.0f} s: {started} of {total} trials "
+                f"ran ({total - started} never started or never reported; trials still running were stopped); "
+                "exporting what the search found")
+        elif finished < total:
             raise SearchInterrupted(f"search stopped with {finished} of {total} trials finished; continue it "
                                     f"with: python -m search.run --resume --name {name} --storage {config.storage}")
         summary = export_results(results, config, name, data, log=log)
@@ -505,10 +516,12 @@ def _announce(config: SearchConfig, name: str, restore: bool, total: int, log: C
     verb = "resuming" if restore else "starting"
     log(f"{verb} experiment {name} at {config.experiment_path(name)}: {total} trials, searcher {config.searcher}"
         f"{' + ASHA' if config.early_stopping else ''}, max {config.max_epochs} epochs, "
-        f"{config.max_concurrent} concurrent, {config.cpus_per_trial} CPU + {config.gpus_per_trial:g} GPU per trial; "
+        f"{config.max_concurrent} concurrent, {config.cpus_per_trial} CPU + {config.gpus_per_trial:g} GPU per trial, "
+        f"time budget {f'{config.time_budget_s:g} s' if config.time_budget_s else 'none'}; "
         f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; W&B {config.wandb_mode}")
     log(config.space.describe())
     if config.searcher != "grid":
         points = config.warm_start_points
-        log("warm start: " + ("; ".join(", ".join(f"{k} {v:g}" for k, v in p.items()) for p in points) or "none"))
+        log("warm start: " + ("; ".join(", ".join(f"{k} {v if isinstance(v, str) else format(v, 'g')}"
+                                                    for k, v in p.items()) for p in points) or "none"))
     sys.stdout.flush()

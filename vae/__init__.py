@@ -7,6 +7,9 @@ Two widths name the LinearVAE's shape (the words come from the article the proje
 * ``latent_width``: the size of the hidden layer on each side of the bottleneck
   (784 -> latent_width -> ... -> latent_width -> 784).
 * ``reparam_width``: the dimension of the sampled code z (the reparameterised bottleneck).
+
+``depth`` (1..3, default 1) is the number of such hidden layers on each side; depth 1 is the article's
+LinearVAE. ``vae.iwae`` gives the importance-weighted bound on log p(x), tighter than the ELBO.
 """
 
 from vae.config import ModelConfig, TrainConfig

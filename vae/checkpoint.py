@@ -42,7 +42,7 @@ META_FILE = "checkpoint.json"
 EXAMPLES_FILE = "examples.safetensors"
 EXAMPLES_PER_CLASS = 32
 FORMAT = "vaesearch-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model_config has "depth" (format 1 lacks it: depth 1)
 # Versions this reader accepts: format 2 (written by the deeper models) adds an optional model_config
 # "depth"; a config without it means depth 1, which keeps format 1's layer names.
 READABLE_VERSIONS = tuple(range(1, max(FORMAT_VERSION, 2) + 1))

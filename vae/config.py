@@ -12,7 +12,8 @@ INPUT_DIM = IMAGE_SIDE * IMAGE_SIDE
 MAX_LATENT_WIDTH = 4096
 MAX_REPARAM_WIDTH = 1024
 MAX_INPUT_DIM = 4 * INPUT_DIM
-MAX_DEPTH = 3
+MAX_DEPTH = 3  # hidden layers on each side of the bottleneck
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -25,35 +26,49 @@ class ModelConfig:
         reparam_width: dimension of the sampled code z, i.e. of the mean and log-variance heads
             (the article tried 4..64).
         input_dim: number of pixels of a flattened image (28 * 28 for MNIST).
+        depth: hidden layers (each ``latent_width`` wide, ReLU) on each side of the bottleneck,
+            1..MAX_DEPTH; depth 1 is the article's LinearVAE.
     """
 
     latent_width: int
     reparam_width: int
     input_dim: int = INPUT_DIM
+    depth: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("latent_width", "reparam_width", "input_dim"):
+        for name in ("latent_width", "reparam_width", "input_dim", "depth"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.depth > MAX_DEPTH:
+            raise ValueError(f"depth must be 1..{MAX_DEPTH}, got {self.depth}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        return cls(**{k: int(data[k]) for k in ("latent_width", "reparam_width", "input_dim") if k in data})
+        """Inverse of ``to_dict``; a missing ``depth`` (checkpoints of format 1) means 1."""
+        return cls(**{k: int(data[k]) for k in ("latent_width", "reparam_width", "input_dim", "depth") if k in data})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings for one training run (one search trial)."""
+    """Optimisation settings for one training run (one search trial).
+
+    ``lr_schedule``: "constant", or "cosine": the learning rate decays from ``lr`` to 0 over
+    ``epochs`` (torch's CosineAnnealingLR, stepped once per epoch). ``warmup_epochs``: KL warm-up,
+    the weight of the KL term rises linearly from 0 to ``beta`` over that many epochs (0: none);
+    see ``vae.train.kl_weight``. Reported neg-ELBOs are always the true ones (weight 1).
+    """
 
     lr: float = 3e-4
     batch_size: int = 128
     epochs: int = 10
     beta: float = 1.0
     seed: int = 0
+    lr_schedule: str = "constant"
+    warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         if not (self.lr > 0):
@@ -64,6 +79,10 @@ class TrainConfig:
             raise ValueError(f"epochs must be >= 1, got {self.epochs!r}")
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not isinstance(self.warmup_epochs, int) or isinstance(self.warmup_epochs, bool) or self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be an integer >= 0, got {self.warmup_epochs!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -45,6 +45,23 @@ def make_optimizer(model: LinearVAE, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
 
 
+def make_lr_scheduler(
+    optimizer: torch.optim.Optimizer, train_config: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule over ``train_config.epochs`` epochs, stepped once after each epoch:
+    "cosine" is torch's CosineAnnealingLR down to 0, "constant" keeps ``lr``."""
+    if train_config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train_config.epochs)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def kl_weight(epoch: int, train_config: TrainConfig) -> float:
+    """Weight of the KL term in the objective during ``epoch`` (1-based): with ``warmup_epochs`` N > 0
+    it is beta * (epoch - 1) / N for the first N epochs (0, 1/N, ..., (N-1)/N), then beta."""
+    n = train_config.warmup_epochs
+    return train_config.beta * (min(1.0, (epoch - 1) / n) if n > 0 else 1.0)
+
+
 def train_epoch(
     model: LinearVAE,
     optimizer: torch.optim.Optimizer,
@@ -122,12 +139,16 @@ def evaluate(model: LinearVAE, images: torch.Tensor, *, batch_size: int = 2000, 
 
 @dataclass
 class FitResult:
-    model: LinearVAE
+    model: LinearVAE  # with restore_best: the weights of the best epoch by validation, else the last epoch's
     history: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def best_val_neg_elbo(self) -> float:
         return min(h["val_neg_elbo"] for h in self.history)
+
+    @property
+    def best_epoch(self) -> int:
+        return int(min(self.history, key=lambda h: h["val_neg_elbo"])["epoch"])
 
 
 def fit(
@@ -137,28 +158,48 @@ def fit(
     *,
     device: torch.device | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    restore_best: bool = False,
+    time_budget_s: float | None = None,
 ) -> FitResult:
-    """Train a fresh model for ``train_config.epochs`` epochs with Adam; evaluate on validation
-    after each epoch. ``on_epoch(epoch, metrics)`` sees each epoch's metrics (for progress bars)."""
+    """Train a fresh model for ``train_config.epochs`` epochs with Adam, its lr schedule and KL warm-up;
+    evaluate on validation after each epoch. ``on_epoch(epoch, metrics)`` sees each epoch's metrics
+    (for progress bars). ``restore_best``: end with the weights of the epoch with the lowest validation
+    neg-ELBO (early stopping by validation, kept in memory). ``time_budget_s``: stop before an epoch
+    that would end past this many seconds of wall time (judged by the last epoch's duration)."""
     device = device or pick_device()
     seed_everything(train_config.seed)
     model = LinearVAE(model_config).to(device)
     optimizer = make_optimizer(model, train_config.lr)
+    scheduler = make_lr_scheduler(optimizer, train_config)
     generator = torch.Generator(device=device).manual_seed(train_config.seed)
     data = data.to(device)
     result = FitResult(model)
+    best_state: dict[str, torch.Tensor] | None = None
+    start = last = time.perf_counter()
     for epoch in range(1, train_config.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        beta = kl_weight(epoch, train_config)
         train_metrics = train_epoch(
             model, optimizer, data.train.images, batch_size=train_config.batch_size,
-            beta=train_config.beta, generator=generator,
+            beta=beta, generator=generator,
         )
+        scheduler.step()
         val_metrics = evaluate(model, data.val.images, seed=train_config.seed)
         metrics = {f"train_{k}": v for k, v in train_metrics.items()}
         metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
-        metrics["epoch"] = epoch
+        now = time.perf_counter()
+        metrics.update(epoch=epoch, lr=lr, kl_weight=beta, elapsed_s=now - start)
+        best_so_far = min((h["val_neg_elbo"] for h in result.history), default=math.inf)
+        if restore_best and metrics["val_neg_elbo"] < best_so_far:
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         result.history.append(metrics)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
+        if time_budget_s is not None and now - start + (now - last) > time_budget_s:
+            break
+        last = now
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return result
 
 
@@ -173,6 +214,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128, help="minibatch size (default 128)")
     parser.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     parser.add_argument("--beta", type=float, default=1.0, help="weight of the KL term in the objective (default 1)")
+    parser.add_argument("--depth", type=int, default=1,
+                        help="hidden layers on each side of the bottleneck, 1..3 (default 1: the article's LinearVAE)")
+    parser.add_argument("--lr-schedule", default="constant",
+                        help="learning-rate schedule over the epochs: constant or cosine (default constant)")
+    parser.add_argument("--kl-warmup-epochs", type=int, default=0,
+                        help="epochs over which the KL weight rises linearly from 0 to --beta (default 0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed for data split, init and noise (default 0)")
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
     parser.add_argument("--data-dir", default=None,
@@ -191,9 +238,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parse_args(argv)
     try:
-        model_config = ModelConfig(args.latent_width, args.reparam_width)
+        model_config = ModelConfig(args.latent_width, args.reparam_width, depth=args.depth)
         train_config = TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
-                                   beta=args.beta, seed=args.seed)
+                                   beta=args.beta, seed=args.seed, lr_schedule=args.lr_schedule,
+                                   warmup_epochs=args.kl_warmup_epochs)
         device = pick_device(args.device)
         data = load_splits(args.dataset, args.data_dir, seed=args.seed, device=device,
                            log_fn=lambda m: print(m, file=sys.stderr))

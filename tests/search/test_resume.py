@@ -69,7 +69,9 @@ def test_sigkilled_search_resumes_with_every_trial_and_the_tpe_state(data_dir, t
     common = ["--storage", str(storage), "--name", "exp", "--data-dir", data_dir, "--num-cpus", "2",
               "--wandb-mode", "disabled", "--verbose", "0"]
     first = _start([*common, "--trials", "4", "--max-epochs", "2", "--grace-period", "1", "--max-concurrent", "2",
-                    "--latent-width", "16", "64", "--reparam-width", "2", "16", "--lr", "1e-4", "1e-3",
+                    # wide enough that, with Tune reusing actors, the other trials are still running when the
+                    # first one finishes and the driver is killed
+                    "--latent-width", "256", "512", "--reparam-width", "2", "16", "--lr", "1e-4", "1e-3",
                     "--batch-sizes", "128", "--no-early-stopping", "--no-warm-start"], tmp_path / "first.log")
     experiment = storage / "exp"
     try:

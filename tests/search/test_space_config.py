@@ -6,13 +6,14 @@ import optuna
 import pytest
 
 from search.config import ConfigError, NanInjection, SearchConfig
-from search.space import ARTICLE_BEST, ARTICLE_GRID, PYTORCH_EXAMPLE, SearchSpace, SpaceError
+from search.space import ARTICLE_BEST, ARTICLE_GRID, PLAIN_TRAINING, PYTORCH_EXAMPLE, SearchSpace, SpaceError
 
 
 def test_default_space_contains_the_article_point_and_grid():
     space = SearchSpace()
-    assert space.seed_point() == {**ARTICLE_BEST, "batch_size": 128}
-    assert space.warm_start_points() == [{**ARTICLE_BEST, "batch_size": 128}, {**PYTORCH_EXAMPLE, "batch_size": 128}]
+    assert space.seed_point() == {**ARTICLE_BEST, **PLAIN_TRAINING, "batch_size": 128}
+    assert space.warm_start_points() == [{**ARTICLE_BEST, **PLAIN_TRAINING, "batch_size": 128},
+                                         {**PYTORCH_EXAMPLE, **PLAIN_TRAINING, "batch_size": 128}]
     for point in ARTICLE_GRID:
         space.check(point)
     assert [(p["latent_width"], p["reparam_width"]) for p in ARTICLE_GRID] == [
@@ -27,7 +28,11 @@ def test_default_space_contains_the_article_point_and_grid():
     ({"latent_width": [16, 32], "reparam_width": [64, 128]}, "exceeds latent_width high"),
     ({"batch_size": []}, "batch_size"),
     ({"latent_width": [16.5, 32]}, "not numbers"),
-    ({"depth": [1, 2]}, "unknown search space parameter"),
+    ({"width": [1, 2]}, "unknown search space parameter"),
+    ({"depth": [1, 4]}, "depth bounds"),
+    ({"depth": [0, 2]}, "depth bounds"),
+    ({"kl_warmup_epochs": [-1, 5]}, "kl_warmup_epochs bounds"),
+    ({"lr_schedule": ["step"]}, "lr_schedule choices"),
 ])
 def test_bad_space_overrides_are_rejected(overrides, fragment):
     with pytest.raises(SpaceError, match=fragment):
@@ -57,7 +62,8 @@ def test_define_by_run_space_never_samples_reparam_above_latent():
 
 
 def test_a_narrowed_space_keeps_only_the_baselines_inside_it():
-    assert SearchSpace(latent_width=(16, 450)).warm_start_points() == [{**PYTORCH_EXAMPLE, "batch_size": 128}]
+    assert SearchSpace(latent_width=(16, 450)).warm_start_points() == [
+        {**PYTORCH_EXAMPLE, **PLAIN_TRAINING, "batch_size": 128}]
     assert SearchSpace(latent_width=(16, 128)).warm_start_points() == []
     assert SearchConfig(space=SearchSpace(latent_width=(16, 128))).warm_start_points == []  # not an error
     assert len(SearchConfig().warm_start_points) == 2
