@@ -33,7 +33,10 @@ class RunningSearch:
 
 def search_command(storage: Path, name: str, trials: int, epochs: int) -> list[str]:
     return [sys.executable, "-m", "search.run", "--trials", str(trials), "--max-epochs", str(epochs),
-            "--no-early-stopping", "--max-concurrent", "1", "--num-cpus", "1", "--cpus-per-trial", "1",
+            # --grace-period 1: trials write their best epoch as a checkpoint at every epoch (the default writes
+            # one per ASHA rung, 10 epochs), so that the app has new bests to follow within a few epochs.
+            "--no-early-stopping", "--grace-period", "1", "--depth", "1", "1",
+            "--max-concurrent", "1", "--num-cpus", "1", "--cpus-per-trial", "1",
             "--latent-width", "160", "256", "--reparam-width", "4", "16", "--batch-sizes", "32",
             "--storage", str(storage), "--name", name, "--wandb-mode", "disabled", "--verbose", "0"]
 
