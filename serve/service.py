@@ -130,8 +130,8 @@ class VAEService:
         if not (path / BEST_DIR / LEADERBOARD_JSON).is_file() and is_search_folder(path):
             ref = read_progress(path).best_checkpoint()
             if ref is None:
-                raise NoCheckpointYet(f"the search at {path} has no trial checkpoint yet (each trial saves one "
-                                      "after its first epoch)")
+                raise NoCheckpointYet(f"the search at {path} has no trial checkpoint yet (a trial saves its "
+                                      "best epoch every --grace-period epochs, 10 by default)")
             service = cls(None, None, path, follow=True)  # type: ignore[arg-type] - served just below
             service._served = service._load_ref(ref)
             return service
