@@ -120,13 +120,19 @@ def wait_for_trial_on(experiment: Path, node_id: str, process: subprocess.Popen,
     raise TimeoutError(f"no trial reported from node {node_id[:8]} within {timeout}s")
 
 
+LOSS_EPOCHS = 10
+
+
 def test_search_survives_losing_a_worker_node(ray_cluster: LocalRayCluster, tmp_path: Path) -> None:
     ids = ray_cluster.node_ids()
     storage = tmp_path / "storage"
     experiment = storage / "node-loss"
-    # Wider models and more epochs than above, so that a trial is still running when its node dies.
-    command = search_command(ray_cluster, storage, "node-loss", "--max-epochs", "6", "--no-early-stopping",
-                             "--latent-width", "256", "512", "--reparam-width", "8", "64")
+    # Wider models and more epochs than above, so that a trial is still running when its node dies;
+    # --grace-period 1: trials write their best epoch as a checkpoint every epoch (by default once per
+    # ASHA rung), so the interrupted trial has a checkpoint to be restarted from.
+    command = search_command(ray_cluster, storage, "node-loss", "--max-epochs", str(LOSS_EPOCHS),
+                             "--no-early-stopping", "--grace-period", "1", "--depth", "1", "1",
+                             "--latent-width", "512", "1024", "--reparam-width", "8", "64")
     log = tmp_path / "search.log"
     with open(log, "w") as out:
         search = subprocess.Popen(command, cwd=REPO, env=driver_env(ray_cluster), stdout=out,
@@ -150,7 +156,7 @@ def test_search_survives_losing_a_worker_node(ray_cluster: LocalRayCluster, tmp_
     if row["status"] == "ERROR":
         assert row["error"]  # reported failed, with the reason
     else:  # retried on the surviving node from its last checkpoint, and finished there
-        assert row["status"] == "TERMINATED" and row["epochs"] == 6
+        assert row["status"] == "TERMINATED" and row["epochs"] == LOSS_EPOCHS
         nodes = [node for _, node in history]
         assert nodes[0] == ids["node_b"] and nodes[-1] == ids["node_a"]
         assert row["node"].endswith("/" + ids["node_a"][:8])
