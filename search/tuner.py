@@ -292,12 +292,14 @@ class StatusTable(CLIReporter):
         super().__init__(metric_columns={"epoch": "epoch", METRIC: "val neg-ELBO", "best_val_neg_elbo": "best so far"},
                          parameter_columns=[], max_report_frequency=REPORT_EVERY_S, print_intermediate_tables=True,
                          metric=METRIC, mode=MODE, sort_by_metric=True, max_progress_rows=12)
+        self.shown_parameters: set[str] = set()
 
     def should_report(self, trials: list[Any], done: bool = False) -> bool:
         for trial in trials:
             for key in sorted(trial.config):
-                if key != "run" and key not in self._parameter_columns:
+                if key != "run" and key not in self.shown_parameters:
                     self.add_parameter_column(key)
+                    self.shown_parameters.add(key)
         return super().should_report(trials, done)
 
 
