@@ -175,6 +175,7 @@ def fit(
     data = data.to(device)
     result = FitResult(model)
     best_state: dict[str, torch.Tensor] | None = None
+    best_val = math.inf
     start = last = time.perf_counter()
     for epoch in range(1, train_config.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
@@ -189,9 +190,10 @@ def fit(
         metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
         now = time.perf_counter()
         metrics.update(epoch=epoch, lr=lr, kl_weight=beta, elapsed_s=now - start)
-        best_so_far = min((h["val_neg_elbo"] for h in result.history), default=math.inf)
-        if restore_best and metrics["val_neg_elbo"] < best_so_far:
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if metrics["val_neg_elbo"] < best_val:
+            best_val = metrics["val_neg_elbo"]
+            if restore_best:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         result.history.append(metrics)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
