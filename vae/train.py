@@ -137,6 +137,45 @@ def evaluate(model: LinearVAE, images: torch.Tensor, *, batch_size: int = 2000, 
     return {"neg_elbo": means[0], "recon": means[1], "kl": means[2], "active_units": active}
 
 
+def best_of(history: list[dict[str, float]]) -> dict[str, float] | None:
+    """The epoch's metrics with the lowest validation neg-ELBO (None before the first epoch)."""
+    return min(history, key=lambda h: h["val_neg_elbo"]) if history else None
+
+
+@dataclass
+class TrainState:
+    """Everything training needs to go on where it stopped: the model, Adam, the lr schedule, the
+    shuffling generator, the epochs done and their metrics. ``fit`` advances it in place, so a caller
+    that saves it (a search trial's checkpoint) and hands it back to ``fit`` resumes the same run."""
+
+    model: LinearVAE
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    epoch: int = 0  # epochs completed
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @classmethod
+    def fresh(cls, model_config: ModelConfig, train_config: TrainConfig, device: torch.device) -> TrainState:
+        """A new, seeded run: initial weights, optimizer, schedule and generator from ``train_config.seed``."""
+        seed_everything(train_config.seed)
+        model = LinearVAE(model_config).to(device)
+        optimizer = make_optimizer(model, train_config.lr)
+        return cls(model, optimizer, make_lr_scheduler(optimizer, train_config),
+                   torch.Generator(device=device).manual_seed(train_config.seed))
+
+    @property
+    def best_val_neg_elbo(self) -> float:
+        best = best_of(self.history)
+        return best["val_neg_elbo"] if best is not None else math.inf
+
+    @property
+    def best_epoch(self) -> int:
+        """The epoch with the lowest validation neg-ELBO so far (0 before the first)."""
+        best = best_of(self.history)
+        return int(best["epoch"]) if best is not None else 0
+
+
 @dataclass
 class FitResult:
     model: LinearVAE  # with restore_best: the weights of the best epoch by validation, else the last epoch's
@@ -144,11 +183,14 @@ class FitResult:
 
     @property
     def best_val_neg_elbo(self) -> float:
-        return min(h["val_neg_elbo"] for h in self.history)
+        return best_of(self.history)["val_neg_elbo"]
 
     @property
     def best_epoch(self) -> int:
-        return int(min(self.history, key=lambda h: h["val_neg_elbo"])["epoch"])
+        return int(best_of(self.history)["epoch"])
+
+
+EpochCallback = Callable[[TrainState, dict[str, float]], bool | None]
 
 
 def fit(
@@ -157,52 +199,55 @@ def fit(
     data: DataSplits,
     *,
     device: torch.device | None = None,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    state: TrainState | None = None,
+    on_epoch: EpochCallback | None = None,
     restore_best: bool = False,
     time_budget_s: float | None = None,
 ) -> FitResult:
-    """Train a fresh model for ``train_config.epochs`` epochs with Adam, its lr schedule and KL warm-up;
-    evaluate on validation after each epoch. ``on_epoch(epoch, metrics)`` sees each epoch's metrics
-    (for progress bars). ``restore_best``: end with the weights of the epoch with the lowest validation
-    neg-ELBO (early stopping by validation, kept in memory). ``time_budget_s``: stop before an epoch
-    that would end past this many seconds of wall time (judged by the last epoch's duration)."""
+    """Train for epochs ``state.epoch + 1 .. train_config.epochs`` with Adam, the lr schedule and KL
+    warm-up, evaluating on validation after each epoch; the one training loop of the project (a search
+    trial runs it too).
+
+    ``state``: where to start (``TrainState.fresh`` when None; a restored state resumes its run).
+    ``on_epoch(state, metrics)`` runs after each epoch, once ``state`` includes it; returning True stops
+    training there. ``restore_best``: end with the weights of the epoch with the lowest validation
+    neg-ELBO among those this call trains (early stopping by validation, kept in memory).
+    ``time_budget_s``: stop before an epoch that would end past this many seconds of wall time (judged by
+    the last epoch's duration).
+    Raises NonFiniteLossError when the loss becomes NaN or infinite.
+    """
     device = device or pick_device()
-    seed_everything(train_config.seed)
-    model = LinearVAE(model_config).to(device)
-    optimizer = make_optimizer(model, train_config.lr)
-    scheduler = make_lr_scheduler(optimizer, train_config)
-    generator = torch.Generator(device=device).manual_seed(train_config.seed)
+    state = state or TrainState.fresh(model_config, train_config, device)
     data = data.to(device)
-    result = FitResult(model)
-    best_state: dict[str, torch.Tensor] | None = None
-    best_val = math.inf
+    best_weights: dict[str, torch.Tensor] | None = None
+    best_val = state.best_val_neg_elbo
     start = last = time.perf_counter()
-    for epoch in range(1, train_config.epochs + 1):
-        lr = optimizer.param_groups[0]["lr"]
+    for epoch in range(state.epoch + 1, train_config.epochs + 1):
+        lr = state.optimizer.param_groups[0]["lr"]
         beta = kl_weight(epoch, train_config)
-        train_metrics = train_epoch(
-            model, optimizer, data.train.images, batch_size=train_config.batch_size,
-            beta=beta, generator=generator,
-        )
-        scheduler.step()
-        val_metrics = evaluate(model, data.val.images, seed=train_config.seed)
+        train_metrics = train_epoch(state.model, state.optimizer, data.train.images,
+                                    batch_size=train_config.batch_size, beta=beta, generator=state.generator)
+        state.scheduler.step()
+        val_started = time.perf_counter()
+        val_metrics = evaluate(state.model, data.val.images, seed=train_config.seed)
+        now = time.perf_counter()
         metrics = {f"train_{k}": v for k, v in train_metrics.items()}
         metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
-        now = time.perf_counter()
-        metrics.update(epoch=epoch, lr=lr, kl_weight=beta, elapsed_s=now - start)
+        metrics.update(epoch=epoch, lr=lr, kl_weight=beta, val_time_s=now - val_started, elapsed_s=now - start)
+        state.epoch = epoch
+        state.history.append(metrics)
         if metrics["val_neg_elbo"] < best_val:
             best_val = metrics["val_neg_elbo"]
             if restore_best:
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        result.history.append(metrics)
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
+                best_weights = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
+        if on_epoch is not None and on_epoch(state, metrics):
+            break
         if time_budget_s is not None and now - start + (now - last) > time_budget_s:
             break
         last = now
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return result
+    if best_weights is not None:
+        state.model.load_state_dict(best_weights)
+    return FitResult(state.model, state.history)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -257,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     bar = tqdm(total=train_config.epochs, desc=f"vae {args.latent_width}/{args.reparam_width}", unit="epoch")
 
-    def show(epoch: int, metrics: dict[str, float]) -> None:
+    def show(state: TrainState, metrics: dict[str, float]) -> None:
         bar.set_postfix(train=f"{metrics['train_neg_elbo']:.1f}", val=f"{metrics['val_neg_elbo']:.1f}",
                         sps=f"{metrics['train_samples_per_s']:.0f}")
         bar.update(1)

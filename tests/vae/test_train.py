@@ -10,7 +10,7 @@ import torch
 from vae.config import ModelConfig, TrainConfig
 from vae.data import DataSplits, Split
 from vae.model import LinearVAE
-from vae.train import NonFiniteLossError, evaluate, fit, pick_device, train_epoch
+from vae.train import NonFiniteLossError, TrainState, evaluate, fit, pick_device, train_epoch
 
 
 def _small(splits: DataSplits, n_train: int) -> DataSplits:
@@ -49,6 +49,40 @@ def test_training_is_reproducible_on_cpu(mnist_splits: DataSplits) -> None:
         assert torch.equal(a, b)
     assert first.history[-1]["val_neg_elbo"] == second.history[-1]["val_neg_elbo"]
     assert not torch.equal(first.model.hidden_to_mu.weight, other.model.hidden_to_mu.weight)
+
+
+def test_fit_resumed_from_its_state_continues_the_same_run(mnist_splits: DataSplits) -> None:
+    """Two epochs, then two more from the returned state, is the same run as four epochs at once: the one
+    loop a search trial resumes with."""
+    data = _small(mnist_splits, 1000)
+    cpu = torch.device("cpu")
+    train_config = TrainConfig(epochs=4, lr=1e-3, lr_schedule="cosine", warmup_epochs=2, seed=3)
+    straight = fit(ModelConfig(32, 4, depth=2), train_config, data, device=cpu)
+    state = TrainState.fresh(ModelConfig(32, 4, depth=2), train_config, cpu)
+    seen = []
+
+    def stop_after_two(state: TrainState, metrics: dict[str, float]) -> bool:
+        seen.append((state.epoch, metrics["epoch"], len(state.history)))
+        return state.epoch == 2
+
+    first = fit(ModelConfig(32, 4, depth=2), train_config, data, device=cpu, state=state, on_epoch=stop_after_two)
+    assert seen == [(1, 1, 1), (2, 2, 2)] and state.epoch == 2 and len(first.history) == 2
+    resumed = fit(ModelConfig(32, 4, depth=2), train_config, data, device=cpu, state=state)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    assert [h["val_neg_elbo"] for h in resumed.history] == [h["val_neg_elbo"] for h in straight.history]
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in straight.history]
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert state.best_epoch == resumed.best_epoch and state.best_val_neg_elbo == resumed.best_val_neg_elbo
+
+
+def test_fit_metric_names_are_the_ones_the_search_reports(mnist_splits: DataSplits) -> None:
+    result = fit(ModelConfig(16, 2), TrainConfig(epochs=1), _small(mnist_splits, 500), device=torch.device("cpu"))
+    assert set(result.history[0]) == {
+        "epoch", "lr", "kl_weight", "elapsed_s", "val_time_s",
+        "train_neg_elbo", "train_recon", "train_kl", "train_samples_per_s", "train_time_s", "train_data_s",
+        "train_step_s", "val_neg_elbo", "val_recon", "val_kl", "val_active_units",
+    }
 
 
 def test_train_epoch_reports_means_and_timing(mnist_splits: DataSplits) -> None:
