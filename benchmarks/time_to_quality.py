@@ -88,7 +88,7 @@ def run_default_search(data_dir: str, storage: str, trials: int, space: SearchSp
             continue
         reports += [(float(t) - started, float(v)) for t, v in zip(frame["reported_at"], frame["val_neg_elbo"],
                                                                     strict=True)]
-        trained_s += float(frame["epoch_time_s"].sum() + frame["eval_time_s"].sum())
+        trained_s += float(frame["train_time_s"].sum() + frame["val_time_s"].sum())
         setup_s += float(frame["setup_s"].iloc[0])
         if "checkpoint_write_s" in frame:
             checkpoint_s += float(frame["checkpoint_write_s"].fillna(0).sum())

@@ -26,8 +26,8 @@ from ray import tune
 
 from search import layout, storage
 from search.config import SearchConfig
-from search.space import SearchSpace
-from search.trainable import BEST_METRIC, METRIC, MODE, hyperparameters
+from search.space import SearchSpace, hyperparameters
+from search.trial_config import BEST_METRIC, METRIC, MODE
 from vae.checkpoint import load_checkpoint, save_checkpoint
 from vae.class_gaussians import fit_class_gaussians
 from vae.config import ModelConfig, TrainConfig
@@ -109,7 +109,7 @@ def leaderboard_rows(results: tune.ResultGrid, config: SearchConfig) -> list[dic
             "epochs": epochs, "best_epoch": int(best["epoch"]) if best is not None else None,
             "time_s": round(float(metrics.get("time_total_s", 0.0)), 2),
             "parameters": count_parameters(model),
-            "active_units": int(best["active_units"]) if best is not None else None,
+            "val_active_units": int(best["val_active_units"]) if best is not None else None,
             "node": f"{metrics['node_ip']}/{str(metrics.get('node_id', ''))[:8]}" if "node_ip" in metrics else None,
             "error": str(metrics["error"]) if diverged else error_line(result.error), "checkpoint": None,
         })

@@ -25,7 +25,7 @@ LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_FIELDS = (
     "rank", "trial_id", "status", "is_best", "latent_width", "reparam_width", "depth", "lr", "lr_schedule",
     "kl_warmup_epochs", "batch_size", "best_val_neg_elbo", "last_val_neg_elbo", "epochs", "best_epoch",
-    "time_s", "parameters", "active_units",
+    "time_s", "parameters", "val_active_units",
     "node", "error", "checkpoint",
 )
 

@@ -214,3 +214,12 @@ def _as_int(value: Any) -> int:
         raise ValueError(f"{value!r} is not an integer")
     return int(value)
 
+
+
+# What a trial config lacks when it comes from an experiment started before these were searched.
+PARAM_DEFAULTS = {"depth": 1, "lr_schedule": "constant", "kl_warmup_epochs": 0}
+
+
+def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
+    """The searched values (``PARAMS``) of a trial's config, with the defaults of those older experiments lacked."""
+    return {k: config.get(k, PARAM_DEFAULTS.get(k)) for k in PARAMS}

@@ -3,47 +3,38 @@
 A trial checkpoint is a vae.checkpoint folder (``model.safetensors`` + ``checkpoint.json``, which
 ``serve/`` and the export can read as is) plus two files only a resuming trial needs:
 ``optimizer.safetensors`` (Adam's moments and the shuffling generator's state) and ``progress.json``
-(epochs done, metric history, Adam's param groups, the lr scheduler's state). Everything is safetensors or JSON: nothing
-stored is ever executed when it is read back.
+(epochs done, metric history, Adam's param groups, the lr scheduler's state): together a
+``vae.train.TrainState``. Everything is safetensors or JSON: nothing stored is ever executed when it is
+read back.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from ray import tune
 from safetensors.torch import load_file, save_file
 
 from vae.checkpoint import load_checkpoint, save_checkpoint
 from vae.config import TrainConfig
 from vae.model import LinearVAE
+from vae.train import TrainState
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 PROGRESS_FILE = "progress.json"
 
 
 @dataclass
-class Progress:
-    epoch: int = 0  # epochs completed
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    @property
-    def best_val_neg_elbo(self) -> float:
-        return min((h["val_neg_elbo"] for h in self.history), default=float("inf"))
-
-    @property
-    def best_epoch(self) -> int:
-        """The epoch with the lowest validation neg-ELBO so far (0 before the first)."""
-        return int(min(self.history, key=lambda h: h["val_neg_elbo"])["epoch"]) if self.history else 0
-
-
-@dataclass
 class TrialSnapshot:
-    """A trial's whole state at one epoch, copied in memory (weights, Adam, generator, scheduler, progress).
+    """A copy, in memory, of a ``TrainState`` at one epoch (weights, Adam, generator, schedule, history).
 
     Why: a trial checkpoints its best epoch by validation, but writing a Tune checkpoint at every
     improvement makes Tune snapshot the whole experiment each time (with ``num_to_keep=1``). The trial
@@ -52,62 +43,44 @@ class TrialSnapshot:
     model: LinearVAE
     optimizer_state: dict[str, Any]
     generator_state: torch.Tensor
-    scheduler_state: dict[str, Any] | None
-    progress: Progress
+    scheduler_state: dict[str, Any]
+    epoch: int
+    history: list[dict[str, float]]
 
     @classmethod
-    def take(cls, model: LinearVAE, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-             progress: Progress, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> TrialSnapshot:
-        state = optimizer.state_dict()
-        slots = {i: {k: v.detach().clone() for k, v in per_param.items()} for i, per_param in state["state"].items()}
-        return cls(copy.deepcopy(model), {"state": slots, "param_groups": copy.deepcopy(state["param_groups"])},
-                   generator.get_state().clone(),
-                   copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None,
-                   Progress(progress.epoch, [dict(h) for h in progress.history]))
+    def take(cls, state: TrainState) -> TrialSnapshot:
+        optimizer = state.optimizer.state_dict()
+        slots = {i: {k: v.detach().clone() for k, v in slot.items()} for i, slot in optimizer["state"].items()}
+        groups = copy.deepcopy(optimizer["param_groups"])
+        return cls(copy.deepcopy(state.model), {"state": slots, "param_groups": groups},
+                   state.generator.get_state().clone(), copy.deepcopy(state.scheduler.state_dict()),
+                   state.epoch, [dict(h) for h in state.history])
 
     def save(self, directory: str | Path, *, dataset: str, train_config: TrainConfig, extra: dict[str, Any]) -> Path:
         directory = Path(directory)
-        progress = self.progress
-        save_checkpoint(directory, self.model, dataset=dataset, metrics=progress.history[-1],
+        save_checkpoint(directory, self.model, dataset=dataset, metrics=self.history[-1],
                         train_config=train_config, extra=extra)
         tensors = {f"state.{index}.{key}": value.detach().cpu().contiguous()
                    for index, slots in self.optimizer_state["state"].items() for key, value in slots.items()}
         tensors["generator"] = self.generator_state.cpu()
         save_file(tensors, str(directory / OPTIMIZER_FILE))
         (directory / PROGRESS_FILE).write_text(json.dumps(
-            {"epoch": progress.epoch, "history": progress.history,
+            {"epoch": self.epoch, "history": self.history,
              "param_groups": self.optimizer_state["param_groups"], "scheduler": self.scheduler_state}, default=float))
         return directory
 
 
-def save_trial_checkpoint(
-    directory: str | Path,
-    model: LinearVAE,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    progress: Progress,
-    *,
-    dataset: str,
-    train_config: TrainConfig,
-    extra: dict[str, Any],
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-) -> Path:
-    """Write the trial's current state as a checkpoint folder (see the module docstring)."""
-    return TrialSnapshot.take(model, optimizer, generator, progress, scheduler).save(
-        directory, dataset=dataset, train_config=train_config, extra=extra)
+def save_trial_checkpoint(directory: str | Path, state: TrainState, *, dataset: str, train_config: TrainConfig,
+                          extra: dict[str, Any]) -> Path:
+    """Write ``state`` as a checkpoint folder (see the module docstring)."""
+    return TrialSnapshot.take(state).save(directory, dataset=dataset, train_config=train_config, extra=extra)
 
 
-def load_trial_checkpoint(
-    directory: str | Path,
-    model: LinearVAE,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-) -> Progress:
-    """Load weights, optimizer, generator and scheduler state in place; return the progress so far."""
+def load_trial_checkpoint(directory: str | Path, state: TrainState) -> TrainState:
+    """Load weights, optimizer, generator, schedule, epochs done and history into ``state`` (in place)."""
     directory = Path(directory)
-    saved = load_checkpoint(directory, device=next(model.parameters()).device)
-    model.load_state_dict(saved.model.state_dict())
+    saved = load_checkpoint(directory, device=next(state.model.parameters()).device)
+    state.model.load_state_dict(saved.model.state_dict())
     data = json.loads((directory / PROGRESS_FILE).read_text())
     tensors = load_file(str(directory / OPTIMIZER_FILE))
     slots: dict[int, dict[str, torch.Tensor]] = {}
@@ -115,8 +88,38 @@ def load_trial_checkpoint(
         if key.startswith("state."):
             _, index, name = key.split(".", 2)
             slots.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": slots, "param_groups": data["param_groups"]})
-    generator.set_state(tensors["generator"].to(torch.uint8))
-    if scheduler is not None and data.get("scheduler"):
-        scheduler.load_state_dict(data["scheduler"])
-    return Progress(epoch=int(data["epoch"]), history=list(data["history"]))
+    state.optimizer.load_state_dict({"state": slots, "param_groups": data["param_groups"]})
+    state.generator.set_state(tensors["generator"].to(torch.uint8))
+    if data.get("scheduler"):
+        state.scheduler.load_state_dict(data["scheduler"])
+    state.epoch, state.history = int(data["epoch"]), list(data["history"])
+    return state
+
+
+class BestEpochCheckpoints:
+    """The checkpoint a trial hands to Tune with an epoch's report: its best epoch by validation so far,
+    copied in memory when it improves and written every ``every`` epochs (the ASHA grace period: every
+    rung ASHA decides at is a multiple of it) and at the last epoch, only when it changed since the last
+    write. So a trial's checkpoint is its best epoch, and a trial stopped between writes loses at most
+    ``every`` epochs."""
+
+    def __init__(self, *, every: int, last_epoch: int, written_epoch: int, dataset: str, train_config: TrainConfig,
+                 trial_id: str) -> None:
+        self.every, self.last_epoch, self.written_epoch = every, last_epoch, written_epoch
+        self._save = {"dataset": dataset, "train_config": train_config}
+        self._trial_id = trial_id
+        self._best: TrialSnapshot | None = None
+
+    @contextmanager
+    def for_report(self, state: TrainState) -> Iterator[tune.Checkpoint | None]:
+        """The checkpoint to report with ``state``'s last epoch (None: none due); valid inside the block."""
+        if state.best_epoch == state.epoch:
+            self._best = TrialSnapshot.take(state)
+        due = state.epoch % self.every == 0 or state.epoch == self.last_epoch
+        if not (due and self._best is not None and self._best.epoch > self.written_epoch):
+            yield None
+            return
+        with tempfile.TemporaryDirectory(prefix="vaesearch-ckpt-") as directory:
+            self._best.save(directory, **self._save, extra={"trial_id": self._trial_id, "epoch": self._best.epoch})
+            self.written_epoch = self._best.epoch
+            yield tune.Checkpoint.from_directory(directory)

@@ -43,7 +43,8 @@ from search.config import SearchConfig
 from search.export import ExportSummary, export_results
 from search.library_internals import base_searcher, optuna_study, resolve_ray_address
 from search.tracking import WandbSettings
-from search.trainable import BEST_METRIC, METRIC, MODE, TrialSettings, train_vae
+from search.trainable import train_vae
+from search.trial_config import BEST_METRIC, METRIC, MODE, TrialSettings
 from vae.data import DataError, load_splits
 
 BUDGET_FILE = "vaesearch_search.json"
@@ -401,7 +402,6 @@ def build_tuner(config: SearchConfig, name: str) -> tune.Tuner:
         threads=config.cpus_per_trial,
         wandb=WandbSettings(project=config.wandb_project, mode=config.wandb_mode, group=name,
                             dir=str(config.local_experiment_dir(name) / WANDB_SUBDIR)).to_dict(),
-        inject_nan=vars(config.inject_nan) if config.inject_nan else None,
         checkpoint_every=config.checkpoint_every or config.grace_period,
     )
     return tune.Tuner(

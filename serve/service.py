@@ -49,7 +49,7 @@ DEFAULT_NOISE_SCALE = 0.75
 
 LEADERBOARD_COLUMNS = (
     "mark", "rank", "trial_id", "status", "best_val_neg_elbo", "latent_width", "reparam_width", "lr",
-    "batch_size", "epochs", "active_units", "parameters", "time_s", "node",
+    "batch_size", "epochs", "val_active_units", "parameters", "time_s", "node",
 )
 
 

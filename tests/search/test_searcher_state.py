@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 
 from search.config import SearchConfig
-from search.trainable import METRIC
+from search.trial_config import METRIC
 from search.tuner import STUDY_FILE, TrialBudget, build_searcher
 
 

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import math
 
 import optuna
 import pytest
-import torch
 
 from search.config import DEFAULT_TIME_BUDGET_S, ConfigError, SearchConfig
 from search.export import IMPORTANCE_JSON, IMPORTANCE_PNG, importance_study, search_distributions, write_importances
 from search.run import build_parser, config_from_args, main
 from search.space import PLAIN_TRAINING, SearchSpace
-from search.trial_state import Progress, TrialSnapshot, load_trial_checkpoint
-from vae.config import ModelConfig, TrainConfig
-from vae.model import LinearVAE
-from vae.train import make_lr_scheduler, make_optimizer
 
 
 def test_suggest_samples_depth_schedule_and_warmup_inside_their_ranges():
@@ -115,40 +109,3 @@ def test_importances_with_too_few_trials_write_an_empty_file_and_no_png(tmp_path
     assert write_importances(_rows()[:1], SearchSpace(), tmp_path) == {}
     assert json.loads((tmp_path / IMPORTANCE_JSON).read_text())["importances"] == {}
     assert not (tmp_path / IMPORTANCE_PNG).exists()
-
-
-def test_a_snapshot_saves_the_best_epoch_not_the_current_one(tmp_path):
-    torch.manual_seed(0)
-    model = LinearVAE(ModelConfig(16, 2, depth=2))
-    train_config = TrainConfig(lr=1e-3, epochs=10, lr_schedule="cosine")
-    optimizer = make_optimizer(model, train_config.lr)
-    scheduler = make_lr_scheduler(optimizer, train_config)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.rand(32, 784)
-
-    def step(epoch: int, progress: Progress) -> None:
-        optimizer.zero_grad()
-        model(x).logits.sum().backward()
-        optimizer.step()
-        scheduler.step()
-        progress.epoch = epoch
-        progress.history.append({"epoch": epoch, "val_neg_elbo": 100.0 - epoch})
-
-    progress = Progress()
-    for epoch in (1, 2):
-        step(epoch, progress)
-    snapshot = TrialSnapshot.take(model, optimizer, generator, progress, scheduler)
-    best_weights = {k: v.clone() for k, v in model.state_dict().items()}
-    step(3, progress)  # the live model moves on; the snapshot must not
-    snapshot.save(tmp_path, dataset="mnist", train_config=train_config, extra={})
-
-    fresh = LinearVAE(ModelConfig(16, 2, depth=2))
-    fresh_optimizer = make_optimizer(fresh, train_config.lr)
-    fresh_scheduler = make_lr_scheduler(fresh_optimizer, train_config)
-    restored = load_trial_checkpoint(tmp_path, fresh, fresh_optimizer, torch.Generator(), fresh_scheduler)
-    assert restored.epoch == 2 and len(restored.history) == 2
-    for key, value in best_weights.items():
-        assert torch.equal(fresh.state_dict()[key], value)
-    assert fresh_scheduler.last_epoch == 2
-    assert fresh_optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 + math.cos(math.pi * 2 / 10)) / 2)
-    assert fresh_optimizer.param_groups[0]["lr"] > optimizer.param_groups[0]["lr"]  # the live run is at epoch 3

@@ -45,7 +45,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory, mnist: DataSplits) -> P
             "latent_width": config.latent_width, "reparam_width": config.reparam_width, "lr": train.lr,
             "batch_size": train.batch_size, "best_val_neg_elbo": val["neg_elbo"], "last_val_neg_elbo": val["neg_elbo"],
             "epochs": 1, "time_s": 1.0, "parameters": result.model.num_parameters(),
-            "active_units": val["active_units"], "node": "local", "error": None,
+            "val_active_units": val["active_units"], "node": "local", "error": None,
             "checkpoint": f"{TRIALS_DIR}/{trial_id}",
         })
     rows.append({"rank": 3, "trial_id": "t_failed", "status": "ERROR", "is_best": False, "error": "diverged",
