@@ -90,19 +90,6 @@ def _storage_folder(storage: str) -> str:
 
 
 @dataclass(frozen=True)
-class NanInjection:
-    """Fault injection for tests: trials whose ``latent_width`` matches (any trial when None) get a
-    NaN weight at the start of ``epoch``, so that their loss really becomes non-finite. Settable
-    from Python only; never exposed on the CLI."""
-
-    epoch: int
-    latent_width: int | None = None
-
-    def applies(self, latent_width: int, epoch: int) -> bool:
-        return epoch == self.epoch and self.latent_width in (None, latent_width)
-
-
-@dataclass(frozen=True)
 class SearchConfig:
     """All options of one search. Paths are absolute (or a URI for ``storage``) once validated.
 
@@ -176,7 +163,6 @@ class SearchConfig:
         None, help="epochs between writes of a trial's best epoch (None: grace_period)")
     iwae_k: int = python_only(1000, help="importance samples of the best model's test IWAE bound")
     reuse_actors: bool = python_only(True, help="TuneConfig.reuse_actors: a new trial runs in a finished trial's actor")
-    inject_nan: NanInjection | None = python_only(None, help="fault injection for tests")
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str, *names: str) -> None:
@@ -233,9 +219,6 @@ class SearchConfig:
                     self.space.check(dict(point))
         except SpaceError as exc:
             raise ConfigError(str(exc)) from exc
-        if self.inject_nan is not None:
-            need(isinstance(self.inject_nan.epoch, int) and self.inject_nan.epoch >= 1,
-                 f"inject_nan.epoch must be a positive integer, got {self.inject_nan.epoch!r}", "inject_nan")
 
     @property
     def num_samples(self) -> int:
@@ -285,8 +268,6 @@ class SearchConfig:
         values = {k: v for k, v in data.items() if k in known}
         values["space"] = SearchSpace.from_mapping(values.get("space") or {})
         values["grid"] = tuple(dict(p) for p in values.get("grid", ARTICLE_GRID))
-        if values.get("inject_nan"):
-            values["inject_nan"] = NanInjection(**values["inject_nan"])
         return cls(**values)
 
     def to_json(self) -> str:

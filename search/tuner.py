@@ -401,7 +401,6 @@ def build_tuner(config: SearchConfig, name: str) -> tune.Tuner:
         threads=config.cpus_per_trial,
         wandb=WandbSettings(project=config.wandb_project, mode=config.wandb_mode, group=name,
                             dir=str(config.local_experiment_dir(name) / WANDB_SUBDIR)).to_dict(),
-        inject_nan=vars(config.inject_nan) if config.inject_nan else None,
         checkpoint_every=config.checkpoint_every or config.grace_period,
     )
     return tune.Tuner(
