@@ -1,23 +1,27 @@
 """SearchConfig: every option of a search as one typed, frozen value, validated once (at the CLI edge
-or by a Python caller such as a benchmark) and then passed down unchanged."""
+or by a Python caller such as a benchmark) and then passed down unchanged. Its errors name its fields
+(``max_epochs must be a positive integer``); the CLI rewrites them with its flags."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from search.layout import DEFAULT_STORAGE
+from search.options import option, python_only, resume_overrides, smoke_values
 from search.space import ARTICLE_GRID, SearchSpace, SpaceError
-from vae.data import DATASETS
+from search.tracking import default_wandb_mode
+from vae.data import DATA_DIR_ENV, DATASETS
 
 Searcher = Literal["tpe", "random", "grid"]
 WandbMode = Literal["online", "offline", "disabled"]
-SEARCHERS: tuple[str, ...] = ("tpe", "random", "grid")
-WANDB_MODES: tuple[str, ...] = ("online", "offline", "disabled")
+SEARCHERS: tuple[str, ...] = get_args(Searcher)
+WANDB_MODES: tuple[str, ...] = get_args(WandbMode)
 DEFAULT_TRIALS = 20
 # Safety net for the default search (seconds of Tune's own time budget, TuneConfig.time_budget_s): with the
 # start (Ray, data) and the export (test split, IWAE, plots) the default search ends within 10 minutes on
@@ -26,112 +30,195 @@ DEFAULT_TRIALS = 20
 DEFAULT_TIME_BUDGET_S = 450.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
+# The sections of the CLI's help, in the order their first field appears.
+SEARCH = "search"
+SPACE = "search space (printed at start; bounds are inclusive, sampled on a log scale)"
+RESOURCES = "resources and cluster"
+DATA = "data"
+RESULTS = "results"
+TRACKING = "tracking"
+
 
 class ConfigError(ValueError):
-    """An invalid option; the message is one line meant for the user."""
+    """An invalid option; the message is one line meant for the user, naming the fields it is about
+    (``fields``), which ``renamed`` rewrites (the CLI: as its flags)."""
+
+    def __init__(self, message: str, *fields: str) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+    def renamed(self, names: Mapping[str, str]) -> str:
+        """The message with the first mention of each of its fields (outside a quoted value) as ``names``
+        calls it; fields ``names`` lacks keep their name."""
+        message = str(self)
+        for name in self.fields:
+            if name not in names:
+                continue
+            for match in re.finditer(rf"'[^']*'|\b({re.escape(name)})\b", message):
+                if match.group(1):
+                    message = message[:match.start(1)] + names[name] + message[match.end(1):]
+                    break
+        return message
 
 
-@dataclass(frozen=True)
-class NanInjection:
-    """Fault injection for tests: trials whose ``latent_width`` matches (any trial when None) get a
-    NaN weight at the start of ``epoch``, so that their loss really becomes non-finite. Settable
-    from Python only; never exposed on the CLI."""
+def is_uri(path: str) -> bool:
+    return "://" in str(path)
 
-    epoch: int
-    latent_width: int | None = None
 
-    def applies(self, latent_width: int, epoch: int) -> bool:
-        return epoch == self.epoch and self.latent_width in (None, latent_width)
+# Command-line values -> field values (search.options' Option.parse).
+
+def _zero_is_none(seconds: float) -> float | None:
+    return None if seconds == 0 else seconds
+
+
+def _absolute_path(path: str) -> str:
+    return str(Path(path).expanduser().absolute())
+
+
+def _storage_folder(storage: str) -> str:
+    """A URI as given; a local path made absolute, which must be a folder or where one can be created."""
+    if is_uri(storage):
+        return storage
+    path = Path(_absolute_path(storage))
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                what = "is a file" if folder == path else f"lies under the file {folder}"
+                raise ConfigError(f"storage {str(path)!r} {what}: give a folder for the experiments", "storage")
+            break
+    return str(path)
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """All options of one search. Paths are absolute (or a URI for ``storage``) once validated."""
+    """All options of one search. Paths are absolute (or a URI for ``storage``) once validated.
 
-    trials: int | None = None  # None: DEFAULT_TRIALS, or on resume the experiment's own number
-    max_epochs: int = 100  # good models here still improve at 100 epochs; ASHA stops the rest early
-    grace_period: int = 10  # ASHA: epochs every trial runs before it can be stopped (rungs at 10, 30, 90)
-    reduction_factor: int = 3  # ASHA: keep the top 1/reduction_factor at each rung
-    time_budget_s: float | None = DEFAULT_TIME_BUDGET_S  # None: no limit; else stop the search after this long
-    max_concurrent: int = 4
-    cpus_per_trial: int = 1  # also the number of torch threads in each trial
-    gpus_per_trial: float = 0.0
-    dataset: str = "mnist"
-    data_dir: str | None = None  # None: VAESEARCH_DATA_DIR, else torchvision download
-    address: str | None = None  # None: start a local Ray; else join this cluster ("auto", "host:port")
-    num_cpus: int | None = None  # CPUs of the local Ray (None: all); ignored with ``address``
-    storage: str = str(DEFAULT_STORAGE.absolute())
-    name: str | None = None  # None: a fresh timestamped name, or with ``resume`` the latest experiment
-    resume: bool = False
-    seed: int = 0
-    wandb_project: str = "vaesearch"
-    wandb_mode: WandbMode = "offline"
-    space: SearchSpace = field(default_factory=SearchSpace)
-    searcher: Searcher = "tpe"  # "random": same space, Optuna's RandomSampler; "grid": one trial per grid point
-    early_stopping: bool = True  # ASHA on or off (off: every trial runs max_epochs)
-    warm_start: bool = True  # evaluate the known baselines in the space first (tpe and random)
-    grid: tuple[dict[str, Any], ...] = ARTICLE_GRID
-    max_failures: int = 2  # retries of a failed trial (from its last checkpoint), FailureConfig
-    keep_checkpoints: int = 1  # per trial, the best by val_neg_elbo (CheckpointConfig.num_to_keep)
-    checkpoint_every: int | None = None  # epochs between writes of a trial's best epoch (None: grace_period)
-    iwae_k: int = 1000  # importance samples of the best model's test IWAE bound
-    reuse_actors: bool = True  # TuneConfig.reuse_actors: a new trial runs in a finished trial's actor
-    verbose: int = 1  # Tune's console output: 0 silent, 1 progress table, 2 every result
-    inject_nan: NanInjection | None = None
+    Each field declares its command-line option (search.options): ``python -m search.run`` is derived
+    from these fields, so a new option is one field here."""
+
+    trials: int | None = option(None, group=SEARCH, help="trials in total", resume=True, smoke=4,
+                                shown_default=f"{DEFAULT_TRIALS}; with --resume: the experiment's own number, "
+                                "a larger value extends it")
+    # Good models here still improve at 100 epochs; ASHA stops the rest early.
+    max_epochs: int = option(100, group=SEARCH, help="most epochs per trial; ASHA stops poor trials earlier",
+                             smoke=2)
+    # ASHA's rungs: grace_period * reduction_factor**k epochs (10, 30, 90 by default).
+    grace_period: int = option(10, group=SEARCH, help="epochs every trial runs before ASHA may stop it", smoke=1)
+    reduction_factor: int = python_only(3, help="ASHA: keep the top 1/reduction_factor at each rung", smoke=2)
+    time_budget_s: float | None = option(  # None: no limit (0 on the command line)
+        DEFAULT_TIME_BUDGET_S, group=SEARCH, flag="--time-budget", metavar="SECONDS", parse=_zero_is_none,
+        help="stop the search after this many seconds (Tune's time_budget_s) and export what it found; 0: no limit")
+    max_concurrent: int = option(4, group=SEARCH, help="trials running at once; also bounded by resources", smoke=2)
+    searcher: Searcher = option(
+        "tpe", group=SEARCH,
+        help="tpe: Optuna TPE; random: Optuna random sampling of the same space; grid: the article's five "
+        "(latent, reparam) pairs at lr 3e-4, one trial each (--trials is ignored)")
+    warm_start: bool = option(
+        True, group=SEARCH,
+        help="do not evaluate the known baselines first: the article's best (512, 64, lr 3e-4) and "
+        "pytorch/examples' VAE (400, 20, lr 1e-3), each at batch 128 (tpe and random)")
+    early_stopping: bool = option(True, group=SEARCH, help="turn ASHA off: every trial runs --max-epochs")
+    seed: int = option(0, group=SEARCH, help="seed of the sampler, the data split and the trials")
+    grid: tuple[dict[str, Any], ...] = python_only(ARTICLE_GRID, help="the points of the grid searcher")
+    space: SearchSpace = option(
+        default_factory=SearchSpace, group=SPACE, metavar="FILE", parse=SearchSpace.from_file,
+        help="YAML or JSON file, e.g. {latent_width: [16, 512], lr: [1e-4, 1e-2], batch_size: [128]}; "
+        "the options below override it", shown_default="none: the ranges below")
+
+    cpus_per_trial: int = option(1, group=RESOURCES, help="CPU cores (and torch threads) per trial", smoke=1)
+    gpus_per_trial: float = option(
+        0.0, group=RESOURCES, help="GPUs per trial; a fraction such as 0.25 lets several small trials share one GPU")
+    address: str | None = option(None, group=RESOURCES, resume=True,
+                                 help="join a running Ray cluster ('auto' or host:port)",
+                                 shown_default="none: start a local Ray")
+    num_cpus: int | None = option(None, group=RESOURCES, resume=True,
+                                  help="CPUs of the local Ray; ignored with --address", shown_default="all cores")
+
+    dataset: str = option("mnist", group=DATA, help=f"one of: {', '.join(DATASETS)}")
+    data_dir: str | None = option(
+        None, group=DATA, parse=_absolute_path,
+        help="folder with the IDX *-ubyte[.gz] files; it must exist at the same path on every node",
+        shown_default=f"${DATA_DIR_ENV}, else torchvision downloads")
+
+    storage: str = option(str(DEFAULT_STORAGE.absolute()), group=RESULTS, resume=True,
+                          help="where experiments live: a local folder or a URI such as s3://bucket/path",
+                          shown_default=f"{DEFAULT_STORAGE}/", cli_default=lambda: str(DEFAULT_STORAGE),
+                          parse=_storage_folder)
+    name: str | None = option(None, group=RESULTS, resume=True, help="experiment name",
+                              shown_default="vae-<dataset>-<date>-<time>; with --resume: the latest one")
+    resume: bool = option(False, group=RESULTS, resume=True,
+                          help="continue an interrupted experiment (Ctrl+C or killed) from its storage, or extend a "
+                          "finished one with a larger --trials")
+    verbose: Literal[0, 1, 2] = option(1, group=RESULTS, resume=True,
+                                       help="Tune's console output: 0 silent, 1 progress table, 2 every result")
+
+    wandb_project: str = option("vaesearch", group=TRACKING, help="W&B project")
+    wandb_mode: WandbMode = option("offline", group=TRACKING, cli_default=default_wandb_mode,
+                                   help="W&B mode; upload offline runs later with 'wandb sync'",
+                                   shown_default="online when a W&B API key is configured, else offline")
+
+    max_failures: int = python_only(2, help="retries of a failed trial (from its last checkpoint), FailureConfig")
+    keep_checkpoints: int = python_only(1, help="per trial, the best by val_neg_elbo (CheckpointConfig.num_to_keep)")
+    checkpoint_every: int | None = python_only(
+        None, help="epochs between writes of a trial's best epoch (None: grace_period)")
+    iwae_k: int = python_only(1000, help="importance samples of the best model's test IWAE bound")
+    reuse_actors: bool = python_only(True, help="TuneConfig.reuse_actors: a new trial runs in a finished trial's actor")
 
     def __post_init__(self) -> None:
-        def need(ok: bool, message: str) -> None:
+        def need(ok: bool, message: str, *names: str) -> None:
             if not ok:
-                raise ConfigError(message)
+                raise ConfigError(message, *names)
 
-        def positive_int(name: str, value: Any) -> None:
+        def positive_int(name: str) -> None:
+            value = getattr(self, name)
             need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                 f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+                 f"{name} must be a positive integer, got {value!r}", name)
 
-        if self.trials is not None:
-            positive_int("trials", self.trials)
-        for name in ("max_epochs", "grace_period", "max_concurrent", "cpus_per_trial",
-                     "keep_checkpoints", "iwae_k"):
-            positive_int(name, getattr(self, name))
-        if self.num_cpus is not None:
-            positive_int("num_cpus", self.num_cpus)
-        if self.checkpoint_every is not None:
-            positive_int("checkpoint_every", self.checkpoint_every)
+        for name in ("max_epochs", "grace_period", "max_concurrent", "cpus_per_trial", "keep_checkpoints", "iwae_k"):
+            positive_int(name)
+        for name in ("trials", "num_cpus", "checkpoint_every"):
+            if getattr(self, name) is not None:
+                positive_int(name)
         need(self.grace_period <= self.max_epochs,
-             f"--grace-period ({self.grace_period}) must not exceed --max-epochs ({self.max_epochs})")
+             f"grace_period ({self.grace_period}) must not exceed max_epochs ({self.max_epochs})",
+             "grace_period", "max_epochs")
         budget = self.time_budget_s
         need(budget is None or (isinstance(budget, (int, float)) and not isinstance(budget, bool)
                                 and math.isfinite(budget) and budget > 0),
-             f"--time-budget must be a positive number of seconds (0: no limit), got {budget!r}")
+             f"time_budget_s must be a positive number of seconds, got {budget!r}", "time_budget_s")
         need(isinstance(self.reduction_factor, int) and self.reduction_factor >= 2,
-             f"reduction_factor must be an integer >= 2, got {self.reduction_factor!r}")
+             f"reduction_factor must be an integer >= 2, got {self.reduction_factor!r}", "reduction_factor")
         gpus = self.gpus_per_trial
         need(isinstance(gpus, (int, float)) and math.isfinite(gpus) and gpus >= 0
              and (gpus <= 1 or float(gpus).is_integer()),
-             f"--gpus-per-trial must be >= 0, a fraction up to 1 or a whole number, got {gpus!r}")
-        need(self.dataset in DATASETS, f"unknown --dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}")
-        need(self.data_dir is None or Path(self.data_dir).is_absolute(), "data_dir must be an absolute path")
+             f"gpus_per_trial must be >= 0, a fraction up to 1 or a whole number, got {gpus!r}", "gpus_per_trial")
+        need(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}",
+             "dataset")
+        need(self.data_dir is None or Path(self.data_dir).is_absolute(),
+             f"data_dir must be an absolute path, got {self.data_dir!r}", "data_dir")
         need(is_uri(self.storage) or Path(self.storage).is_absolute(),
-             f"storage must be an absolute path or a URI, got {self.storage!r}")
+             f"storage must be an absolute path or a URI, got {self.storage!r}", "storage")
         need(self.name is None or bool(_NAME.match(self.name)),
-             f"--name {self.name!r} must be letters, digits, '.', '_' or '-' (no slashes)")
-        need(isinstance(self.seed, int) and self.seed >= 0, f"--seed must be an integer >= 0, got {self.seed!r}")
-        need(self.wandb_mode in WANDB_MODES, f"--wandb-mode must be one of {', '.join(WANDB_MODES)}")
-        need(bool(self.wandb_project), "--wandb-project must not be empty")
-        need(self.searcher in SEARCHERS, f"searcher must be one of {', '.join(SEARCHERS)}, got {self.searcher!r}")
-        need(isinstance(self.max_failures, int) and self.max_failures >= 0, "max_failures must be >= 0")
-        need(self.verbose in (0, 1, 2), "verbose must be 0, 1 or 2")
-        need(self.address is None or bool(self.address.strip()), "--address must not be empty")
-        need(isinstance(self.space, SearchSpace), "space must be a SearchSpace")
+             f"name {self.name!r} must be letters, digits, '.', '_' or '-' (no slashes)", "name")
+        need(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+             f"seed must be an integer >= 0, got {self.seed!r}", "seed")
+        need(self.wandb_mode in WANDB_MODES,
+             f"wandb_mode must be one of {', '.join(WANDB_MODES)}, got {self.wandb_mode!r}", "wandb_mode")
+        need(bool(self.wandb_project), "wandb_project must not be empty", "wandb_project")
+        need(self.searcher in SEARCHERS, f"searcher must be one of {', '.join(SEARCHERS)}, got {self.searcher!r}",
+             "searcher")
+        need(isinstance(self.max_failures, int) and self.max_failures >= 0,
+             f"max_failures must be an integer >= 0, got {self.max_failures!r}", "max_failures")
+        need(self.verbose in (0, 1, 2), f"verbose must be 0, 1 or 2, got {self.verbose!r}", "verbose")
+        need(self.address is None or bool(self.address.strip()), "address must not be empty", "address")
+        need(isinstance(self.space, SearchSpace), "space must be a SearchSpace", "space")
         try:
             if self.searcher == "grid":
-                need(len(self.grid) > 0, "the grid is empty")
+                need(len(self.grid) > 0, "the grid is empty", "grid")
                 for point in self.grid:
                     self.space.check(dict(point))
         except SpaceError as exc:
             raise ConfigError(str(exc)) from exc
-        if self.inject_nan is not None:
-            positive_int("inject_nan.epoch", self.inject_nan.epoch)
 
     @property
     def num_samples(self) -> int:
@@ -163,6 +250,11 @@ class SearchConfig:
     def replace(self, **changes: Any) -> SearchConfig:
         return replace(self, **changes)
 
+    def resumed(self, original: SearchConfig, **changes: Any) -> SearchConfig:
+        """What a resumed search runs with: the experiment's own config (``original``) with this run's
+        values of the fields --resume may override (RESUME_OVERRIDES), then ``changes``."""
+        return original.replace(**{**{name: getattr(self, name) for name in RESUME_OVERRIDES}, **changes})
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["space"] = self.space.to_dict()
@@ -176,19 +268,12 @@ class SearchConfig:
         values = {k: v for k, v in data.items() if k in known}
         values["space"] = SearchSpace.from_mapping(values.get("space") or {})
         values["grid"] = tuple(dict(p) for p in values.get("grid", ARTICLE_GRID))
-        if values.get("inject_nan"):
-            values["inject_nan"] = NanInjection(**values["inject_nan"])
         return cls(**values)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
 
-SMOKE_TEST = {
-    "trials": 4, "max_epochs": 2, "grace_period": 1, "reduction_factor": 2, "max_concurrent": 2,
-    "cpus_per_trial": 1,
-}
-
-
-def is_uri(path: str) -> bool:
-    return "://" in str(path)
+# What --smoke-test sets (unless a flag is given) and what --resume takes from this run, from the fields.
+SMOKE_TEST: dict[str, Any] = smoke_values(SearchConfig)
+RESUME_OVERRIDES: tuple[str, ...] = resume_overrides(SearchConfig)

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from search.options import option
 from vae.config import LR_SCHEDULES, MAX_DEPTH
 
 # Known baselines every search evaluates first (where they lie in the space), before the searcher samples:
@@ -41,15 +42,22 @@ class SpaceError(ValueError):
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Inclusive ranges; integers and the learning rate are sampled on a log scale."""
+    """Inclusive ranges; integers and the learning rate are sampled on a log scale. Each field is also a
+    command-line option of ``python -m search.run`` (search.options)."""
 
-    latent_width: tuple[int, int] = (16, 1024)
-    reparam_width: tuple[int, int] = (2, 128)
-    depth: tuple[int, int] = (1, MAX_DEPTH)  # hidden layers on each side of the bottleneck
-    lr: tuple[float, float] = (1e-4, 3e-2)
-    lr_schedule: tuple[str, ...] = LR_SCHEDULES  # constant | cosine over the trial's max epochs
-    kl_warmup_epochs: tuple[int, int] = (0, 20)  # KL weight rising linearly from 0 to 1 over this many epochs
-    batch_size: tuple[int, ...] = (64, 128, 256)
+    latent_width: tuple[int, int] = option((16, 1024), help="hidden layer width range")
+    reparam_width: tuple[int, int] = option((2, 128), help="code z dimension range, never above the latent width")
+    depth: tuple[int, int] = option((1, MAX_DEPTH), help="hidden layers on each side of the bottleneck; "
+                                    "1 1: the article's one-layer LinearVAE")
+    lr: tuple[float, float] = option((1e-4, 3e-2), help="Adam learning rate range")
+    lr_schedule: tuple[str, ...] = option(
+        LR_SCHEDULES, flag="--lr-schedules", metavar="S",
+        help="learning-rate schedules to choose from; cosine: over the trial's max epochs")
+    kl_warmup_epochs: tuple[int, int] = option(
+        (0, 20), help="KL warm-up length range in epochs, sampled uniformly: the KL weight rises linearly from 0 "
+        "to 1 over this many epochs; 0 0: none")
+    batch_size: tuple[int, ...] = option((64, 128, 256), flag="--batch-sizes", metavar="B",
+                                         help="batch sizes to choose from")
 
     def __post_init__(self) -> None:
         for name in INT_RANGES:

@@ -47,10 +47,11 @@ def test_unreachable_address_exits_2_before_starting(capsys, tmp_path, data_dir)
     assert not any(tmp_path.iterdir())  # nothing was started or written
 
 
-def test_resume_without_an_experiment_exits_2(capsys, tmp_path, data_dir):
-    assert main(["--resume", "--storage", str(tmp_path), "--data-dir", data_dir]) == 2
+def test_resume_without_an_experiment_exits_2(capsys, tmp_path):
+    # (no --data-dir: a resumed experiment keeps its own, and the CLI would note that it ignores the flag)
+    assert main(["--resume", "--storage", str(tmp_path)]) == 2
     assert "no experiment to resume" in _one_line_error(capsys)
-    assert main(["--resume", "--name", "nope", "--storage", str(tmp_path), "--data-dir", data_dir]) == 2
+    assert main(["--resume", "--name", "nope", "--storage", str(tmp_path)]) == 2
     assert "no restorable experiment" in _one_line_error(capsys)
 
 

@@ -75,7 +75,7 @@ def test_bad_new_flags_exit_2_with_one_line(argv, fragment, capsys, tmp_path):
 
 
 def test_time_budget_must_be_positive():
-    with pytest.raises(ConfigError, match="--time-budget"):
+    with pytest.raises(ConfigError, match="time_budget_s must be a positive number"):
         SearchConfig(time_budget_s=0)
     assert SearchConfig(time_budget_s=None).time_budget_s is None
 
