@@ -158,7 +158,10 @@ class SearchConfig:
                                    shown_default="online when a W&B API key is configured, else offline")
 
     max_failures: int = python_only(2, help="retries of a failed trial (from its last checkpoint), FailureConfig")
-    keep_checkpoints: int = python_only(1, help="per trial, the best by val_neg_elbo (CheckpointConfig.num_to_keep)")
+    # Two, not one: Tune deletes a trial's older checkpoint when it registers a new one but records that in
+    # the experiment state a moment later; a driver killed in between left a state naming a deleted
+    # checkpoint, and --resume failed that trial ("does not exist on storage anymore").
+    keep_checkpoints: int = python_only(2, help="per trial, the best by val_neg_elbo (CheckpointConfig.num_to_keep)")
     checkpoint_every: int | None = python_only(
         None, help="epochs between writes of a trial's best epoch (None: grace_period)")
     iwae_k: int = python_only(1000, help="importance samples of the best model's test IWAE bound")

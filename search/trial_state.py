@@ -37,7 +37,7 @@ class TrialSnapshot:
     """A copy, in memory, of a ``TrainState`` at one epoch (weights, Adam, generator, schedule, history).
 
     Why: a trial checkpoints its best epoch by validation, but writing a Tune checkpoint at every
-    improvement makes Tune snapshot the whole experiment each time (with ``num_to_keep=1``). The trial
+    improvement makes Tune snapshot the whole experiment each time (it does so with ``num_to_keep`` set). The trial
     keeps the best epoch here instead and writes it only every few epochs (``save``)."""
 
     model: LinearVAE

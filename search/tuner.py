@@ -450,9 +450,7 @@ def _prepare(config: SearchConfig) -> tuple[SearchConfig, str, int]:
         if previous is not None and total < previous:
             raise SearchError(f"--trials {total} is less than the {previous} trials the experiment already has")
         original = SearchConfig.from_dict(stored["config"]) if "config" in stored else config
-        effective = original.replace(
-            resume=True, name=name, storage=config.storage, trials=total, address=config.address,
-            num_cpus=config.num_cpus, verbose=config.verbose)
+        effective = config.resumed(original, resume=True, name=name, trials=total)
         return effective, name, total
     name = name or default_name(config)
     path = config.experiment_path(name)
