@@ -1,8 +1,7 @@
-"""The Tune function trainable: a thin adapter that runs ``vae.train.fit`` for one trial and, from fit's
-per-epoch callback, reports each epoch to Tune (and W&B) with the trial's best epoch as its checkpoint
-(``BestEpochCheckpoints``). A trial loads its data itself, resumes from its checkpoint when Tune restarts
-it, and when training diverges reports that once and ends without a retry (divergence is deterministic;
-FailureConfig would retry any trial that raises). The cosine schedule runs over ``max_epochs``.
+"""The Tune function trainable: an adapter that runs ``vae.train.fit`` for one trial and, from fit's
+per-epoch callback, reports each epoch to Tune and W&B with the trial's best epoch as its checkpoint
+(``BestEpochCheckpoints``). It resumes from that checkpoint when Tune restarts the trial; a diverged trial
+reports once and ends without a retry (divergence is deterministic). The cosine schedule spans max_epochs.
 """
 
 from __future__ import annotations
