@@ -161,12 +161,13 @@ def test_a_trial_on_a_lost_node_resumes_from_its_checkpoint_on_the_other(ray_clu
 
     rows = assert_export_complete(experiment, trials=4)
     reports = trial_reports(experiment, victim)
-    seen = [(r["epoch"], names_by_prefix(ids).get(r["node_id"][:8]), r.get("resumed_from_epoch")) for r in reports]
+    trace = [(r["epoch"], names_by_prefix(ids).get(r["node_id"][:8]), r.get("resumed_from_epoch")) for r in reports]
+    seen = f"(epoch, node, resumed_from_epoch) of each report of trial {victim}: {trace}"
     on_b = [r for r in reports if r["node_id"] == ids["node_b"]]
     on_a = [r for r in reports if r["node_id"] == ids["node_a"]]
     # The interrupted trial ran first on node_b from scratch, then only on node_a, from the checkpoint it had
     # written on node_b (resumed_from_epoch: the epoch of the checkpoint a trial started from, 0 when fresh).
-    assert on_b and on_a and reports == on_b + on_a, f"(epoch, node, resumed_from_epoch) of {victim}: {seen}"
+    assert on_b and on_a and reports == on_b + on_a, seen
     assert all(r.get("resumed_from_epoch") == 0 for r in on_b), seen
     resumed_from = on_a[0].get("resumed_from_epoch")
     assert isinstance(resumed_from, int) and 1 <= resumed_from <= on_b[-1]["epoch"], seen
