@@ -28,7 +28,7 @@ from reporting import add_output_args, write_reports
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO / "tests" / "cluster"))  # the local multi-node cluster helper
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "cluster")]  # the local multi-node cluster helper
 
 from localcluster import LocalRayCluster, NodeSpec, two_worker_cluster  # noqa: E402
 

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,10 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO / "tests"))  # the tests' free-port helper
+
+from ports import free_port  # noqa: E402
+
 CLIENTS = (1, 4, 16)
 REQUESTS = {1: 60, 4: 120, 16: 192}  # per level, split evenly between the clients
 REQUEST = {"class_index": 7, "n_samples": 16, "noise_scale": 1.0, "n_sources": 1, "mode": "class_gaussian"}
@@ -58,12 +61,6 @@ def train_checkpoint(folder: Path) -> Path:
     gaussians = fit_class_gaussians(result.model, data.train.images, data.train.labels, 10)
     return save_checkpoint(folder / "checkpoint", result.model, dataset="mnist", examples=data.test,
                            class_gaussians=gaussians)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_app(checkpoint: Path, tmp: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, str]:

@@ -4,12 +4,18 @@
   repository); the test fails, not skips, when it is missing. When the variable is unset and the
   default folder exists, pytest_configure sets it, so that plain ``pytest`` works and the processes
   tests start (the app, a search, Ray's trial workers) find the same data.
-* ``mnist_splits``: the stratified 8000/1000/1000 train/val/test split of that folder (CPU tensors).
+* ``data_dir``: the same folder as a string, for ``--data-dir`` and ``data_dir=`` arguments.
+* ``mnist_splits``: the stratified 8000/1000/1000 train/val/test split of that folder (CPU tensors): the one
+  loaded copy of the data that every test shares (tests/serve's ``mnist`` is a slice of it).
 * ``trained_fit``: a small LinearVAE (TRAINED_MODEL_CONFIG) trained TRAINED_EPOCHS epochs on it.
 * ``trained_checkpoint``: that model saved with vae.checkpoint (with the test split as examples bank);
   the path of the checkpoint folder.
 
-All are session-scoped: the data is loaded and the model trained once per test run (about 2 s).
+All are session-scoped: the data is loaded and the model trained once per test run (about 5 s).
+
+The test process runs torch on one thread: these models are small, and on a busy 2-core machine (Ray
+workers, servers and other jobs on the same cores) two OpenMP threads made the fixture's training 15 times
+slower than one (84 s against 5.5 s, measured side by side). Processes the tests start keep their own setting.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "mnist"
 def pytest_configure(config: pytest.Config) -> None:
     if not os.environ.get(DATA_DIR_ENV) and DEFAULT_DATA_DIR.is_dir():
         os.environ[DATA_DIR_ENV] = str(DEFAULT_DATA_DIR)
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +54,11 @@ def mnist_data_dir() -> Path:
         pytest.fail(f"offline MNIST not found at {folder}: set {DATA_DIR_ENV} to a folder of MNIST IDX files "
                     f"(default: ../shared/mnist next to the repository)", pytrace=False)
     return folder
+
+
+@pytest.fixture(scope="session")
+def data_dir(mnist_data_dir: Path) -> str:
+    return str(mnist_data_dir)
 
 
 @pytest.fixture(scope="session")

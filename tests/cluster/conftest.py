@@ -11,6 +11,11 @@ from localcluster import LocalRayCluster, two_worker_cluster
 
 @pytest.fixture
 def ray_cluster(tmp_path: Path) -> Iterator[LocalRayCluster]:
-    """Head (0 CPUs) + workers node_a and node_b (1 CPU each); node logs end up in tmp_path/ray-logs."""
-    with two_worker_cluster(logs_to=tmp_path / "ray-logs") as cluster:
+    """Head (0 CPUs) + workers node_a and node_b (1 CPU each); node logs end up in tmp_path/ray-logs.
+
+    After the test, no process of the cluster (nodes, workers, drivers given its environment) may be left."""
+    cluster = two_worker_cluster(logs_to=tmp_path / "ray-logs")
+    with cluster:
         yield cluster
+    left = cluster.all_pids()
+    assert not left, f"the test's Ray cluster left processes running: {sorted(left)}"

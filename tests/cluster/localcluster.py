@@ -20,7 +20,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ports import free_port
 
 MARKER_ENV = "VAESEARCH_TEST_CLUSTER"
 STARTED_LINE = "Ray runtime started"
@@ -53,12 +54,6 @@ class RayNode:
     temp_dir: Path
     log: Path
     process: subprocess.Popen
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _read(path: str) -> bytes:

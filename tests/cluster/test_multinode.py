@@ -4,7 +4,8 @@ that stands in for S3 (every node is on this machine).
 
 The head advertises no CPUs and each worker one, so two concurrent 1-CPU trials must use both
 workers. The trainable records the Ray node ID in every result; the leaderboard's `node` field
-holds "<ip>/<first 8 hex digits of the node ID>".
+holds "<ip>/<first 8 hex digits of the node ID>". The second test kills a worker node under a running trial and
+checks that Tune restarted that trial on the other node from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -106,24 +107,32 @@ def test_search_spans_two_nodes(ray_cluster: LocalRayCluster, tmp_path: Path) ->
         assert {node for _, node in history[row["trial_id"]]} == {ids[by_prefix[row["node"].rsplit("/", 1)[1]]]}
 
 
-def wait_for_trial_on(experiment: Path, node_id: str, process: subprocess.Popen, timeout: float = 180) -> str:
-    """The ID of a trial that has reported at least one epoch from `node_id` and is not done yet."""
+def trial_reports(experiment: Path, trial_id: str) -> list[dict]:
+    """Every result Tune recorded for the trial, in order (result.json; a line being written is left out)."""
+    lines = (experiment / f"trial_{trial_id}" / "result.json").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.endswith("}")]
+
+
+def wait_for_checkpointed_trial_on(experiment: Path, node_id: str, process: subprocess.Popen,
+                                   timeout: float = 180) -> str:
+    """The ID of a trial whose last result came from `node_id` with a checkpoint, and that is not done yet."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "the search ended before a trial ran on the node to kill"
         for result_file in experiment.glob("trial_*/result.json"):
-            lines = result_file.read_text().splitlines()
-            last = json.loads(lines[-1]) if lines and lines[-1].endswith("}") else None
-            if last and last["node_id"] == node_id and not last["done"]:
+            reports = trial_reports(experiment, result_file.parent.name.removeprefix("trial_"))
+            last = reports[-1] if reports else None
+            if last and last["node_id"] == node_id and last.get("checkpoint_dir_name") and not last["done"]:
                 return result_file.parent.name.removeprefix("trial_")
         time.sleep(0.2)
-    raise TimeoutError(f"no trial reported from node {node_id[:8]} within {timeout}s")
+    raise TimeoutError(f"no trial reported a checkpoint from node {node_id[:8]} within {timeout}s")
 
 
 LOSS_EPOCHS = 10
 
 
-def test_search_survives_losing_a_worker_node(ray_cluster: LocalRayCluster, tmp_path: Path) -> None:
+def test_a_trial_on_a_lost_node_resumes_from_its_checkpoint_on_the_other(ray_cluster: LocalRayCluster,
+                                                                          tmp_path: Path) -> None:
     ids = ray_cluster.node_ids()
     storage = tmp_path / "storage"
     experiment = storage / "node-loss"
@@ -138,7 +147,7 @@ def test_search_survives_losing_a_worker_node(ray_cluster: LocalRayCluster, tmp_
         search = subprocess.Popen(command, cwd=REPO, env=driver_env(ray_cluster), stdout=out,
                                   stderr=subprocess.STDOUT)
     try:
-        victim = wait_for_trial_on(experiment, ids["node_b"], search)
+        victim = wait_for_checkpointed_trial_on(experiment, ids["node_b"], search)
         ray_cluster.kill_node("node_b")
         killed_at = time.time()
         search.wait(timeout=SEARCH_TIMEOUT_S)
@@ -151,17 +160,24 @@ def test_search_survives_losing_a_worker_node(ray_cluster: LocalRayCluster, tmp_
     assert "node_b" not in ray_cluster.node_ids()
 
     rows = assert_export_complete(experiment, trials=4)
+    reports = trial_reports(experiment, victim)
+    trace = [(r["epoch"], names_by_prefix(ids).get(r["node_id"][:8]), r.get("resumed_from_epoch")) for r in reports]
+    seen = f"(epoch, node, resumed_from_epoch) of each report of trial {victim}: {trace}"
+    on_b = [r for r in reports if r["node_id"] == ids["node_b"]]
+    on_a = [r for r in reports if r["node_id"] == ids["node_a"]]
+    # The interrupted trial ran first on node_b from scratch, then only on node_a, from the checkpoint it had
+    # written on node_b (resumed_from_epoch: the epoch of the checkpoint a trial started from, 0 when fresh).
+    assert on_b and on_a and reports == on_b + on_a, seen
+    assert all(r.get("resumed_from_epoch") == 0 for r in on_b), seen
+    resumed_from = on_a[0].get("resumed_from_epoch")
+    assert isinstance(resumed_from, int) and 1 <= resumed_from <= on_b[-1]["epoch"], seen
+    assert all(r.get("resumed_from_epoch") == resumed_from for r in on_a), seen
+    assert [r["epoch"] for r in on_a] == list(range(resumed_from + 1, LOSS_EPOCHS + 1)), seen
     row = next(r for r in rows if r["trial_id"] == victim)
-    history = node_history(experiment)[victim]
-    if row["status"] == "ERROR":
-        assert row["error"]  # reported failed, with the reason
-    else:  # retried on the surviving node from its last checkpoint, and finished there
-        assert row["status"] == "TERMINATED" and row["epochs"] == LOSS_EPOCHS
-        nodes = [node for _, node in history]
-        assert nodes[0] == ids["node_b"] and nodes[-1] == ids["node_a"]
-        assert row["node"].endswith("/" + ids["node_a"][:8])
-    # Nothing ran on node_b once it was gone; every other trial finished.
-    late_on_b = [(t, trial) for trial, reports in node_history(experiment).items()
-                 for t, node in reports if node == ids["node_b"] and t > killed_at + 1]
+    assert row["status"] == "TERMINATED" and row["epochs"] == LOSS_EPOCHS, row
+    assert row["node"].endswith("/" + ids["node_a"][:8])
+    # Nothing ran on node_b once it was gone (Tune's timestamps are whole seconds); every other trial finished.
+    late_on_b = [(t, trial) for trial, history in node_history(experiment).items()
+                 for t, node in history if node == ids["node_b"] and t > killed_at + 1]
     assert late_on_b == []
-    assert all(r["status"] == "TERMINATED" for r in rows if r["trial_id"] != victim)
+    assert all(r["status"] == "TERMINATED" for r in rows if r["trial_id"] != victim), rows

@@ -1,16 +1,8 @@
-"""Fixtures for the search tests: the offline data folder and one small local Ray for in-process searches."""
+"""Fixtures for the search tests: one small local Ray for in-process searches (the data: tests/conftest.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-
-@pytest.fixture(scope="session")
-def data_dir(mnist_data_dir: Path) -> str:
-    """The offline MNIST folder (tests/conftest.py's mnist_data_dir) as a string, for --data-dir."""
-    return str(mnist_data_dir)
 
 
 @pytest.fixture(scope="module")

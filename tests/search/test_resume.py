@@ -1,4 +1,6 @@
-"""SIGKILL the search driver once some trials have finished, resume it with --resume, and extend it."""
+"""SIGKILL the search driver once its experiment state records a finished trial, resume it with --resume, and
+extend it. Every wait is on explicit state: Tune's experiment_state-*.json (what --resume restores) and the
+killed Ray's processes in /proc; no fixed sleeps."""
 
 from __future__ import annotations
 
@@ -9,16 +11,20 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import optuna
 import pytest
 
-from search.export import ERROR
+from search.export import TERMINATED
 from search.tuner import STUDY_FILE
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
+EPOCHS = 2
+T = TypeVar("T")
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
@@ -29,28 +35,77 @@ def _start(args: list[str], log: Path) -> subprocess.Popen:
 
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver's Ray processes share its process group
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver's local Ray (GCS, raylet, agents) shares its group
     except ProcessLookupError:
         pass
 
 
-def _group_processes(pgid: int) -> dict[int, str]:
-    """{pid: start time} of the live processes in process group ``pgid`` (from /proc)."""
+def _processes() -> dict[int, tuple[int, int, str, bytes]]:
+    """{pid: (parent pid, process group, start time, command line)} of the live processes (from /proc)."""
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state, ppid, pgrp, ...; 19: start time
-            found[int(entry.name)] = fields[19]
+        if fields[0] != "Z":  # fields: state, ppid, pgrp, ...; 19: start time
+            found[int(entry.name)] = (int(fields[1]), int(fields[2]), fields[19], cmdline)
     return found
 
 
-def _finished_trials(experiment: Path, last_checkpoint: str) -> set[str]:
-    return {p.parent.name.removeprefix("trial_") for p in experiment.glob(f"trial_*/{last_checkpoint}")}
+def _group_processes(pgid: int) -> dict[int, str]:
+    """{pid: start time} of the live processes in process group ``pgid``."""
+    return {pid: start for pid, (_, group, start, _) in _processes().items() if group == pgid}
+
+
+def _still_alive(recorded: dict[int, str]) -> dict[int, str]:
+    """Those of ``recorded`` ({pid: start time}) that still run: same PID, same start time."""
+    table = _processes()
+    return {pid: start for pid, start in recorded.items() if pid in table and table[pid][2] == start}
+
+
+def _ray_writers(pgid: int) -> dict[int, str]:
+    """{pid: start time} of what could still write into the experiment once the driver in group ``pgid`` is
+    dead: its GCS, its raylet and the raylet's trial workers (which Ray starts in process groups of their own)."""
+    table = _processes()
+    core = {pid for pid, (_, group, _, cmd) in table.items()
+            if group == pgid and (b"/raylet/raylet" in cmd or b"/gcs/gcs_server" in cmd)}
+    workers = {pid for pid, (parent, group, _, _) in table.items() if parent in core and group != pgid}
+    return {pid: table[pid][2] for pid in core | workers}
+
+
+def _wait_for(what: str, probe: Callable[[], T], timeout: float, log: Path, step: float = 0.2) -> T:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (found := probe()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}:\n{log.read_text()[-3000:]}")
+        time.sleep(step)
+    return found
+
+
+def _recorded_statuses(experiment: Path) -> dict[str, str]:
+    """Trial statuses in the driver's newest experiment_state-*.json (JSON strings inside JSON); {} while
+    there is none or it is being written."""
+    states = sorted(experiment.glob("experiment_state-*.json"))
+    try:
+        state = json.loads(states[-1].read_text()) if states else {}
+        trials = [json.loads(entry[0]) for entry in state.get("trial_data", [])]
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {str(t["trial_id"]): str(t["status"]) for t in trials}
+
+
+def _reported_epochs(experiment: Path) -> dict[str, list[int]]:
+    """trial_id -> the epochs of every result Tune recorded for it (result.json)."""
+    reported = {}
+    for results in experiment.glob("trial_*/result.json"):
+        lines = [json.loads(line) for line in results.read_text().splitlines() if line.endswith("}")]
+        reported[results.parent.name.removeprefix("trial_")] = [int(r.get("epoch", 0)) for r in lines]
+    return reported
 
 
 def _run(args: list[str], log: Path, timeout: float = 400) -> str:
@@ -68,44 +123,51 @@ def test_sigkilled_search_resumes_with_every_trial_and_the_tpe_state(data_dir, t
     storage = tmp_path / "results"
     common = ["--storage", str(storage), "--name", "exp", "--data-dir", data_dir, "--num-cpus", "2",
               "--wandb-mode", "disabled", "--verbose", "0"]
-    first = _start([*common, "--trials", "4", "--max-epochs", "2", "--grace-period", "1", "--max-concurrent", "2",
+    first_log = tmp_path / "first.log"
+    first = _start([*common, "--trials", "4", "--max-epochs", str(EPOCHS), "--grace-period", "1",
+                    "--max-concurrent", "2",
                     # wide enough that, with Tune reusing actors, the other trials are still running when the
                     # first one finishes and the driver is killed
                     "--latent-width", "256", "512", "--reparam-width", "2", "16", "--lr", "1e-4", "1e-3",
-                    "--batch-sizes", "128", "--no-early-stopping", "--no-warm-start"], tmp_path / "first.log")
+                    "--batch-sizes", "128", "--no-early-stopping", "--no-warm-start"], first_log)
     experiment = storage / "exp"
     try:
-        finished_before: set[str] = set()
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and first.poll() is None:
-            finished_before = _finished_trials(experiment, "checkpoint_000001")
-            if finished_before:
-                time.sleep(2.0)  # let the driver record them in its experiment state
-                finished_before = _finished_trials(experiment, "checkpoint_000001")
-                break
-            time.sleep(0.5)
-        log = (tmp_path / "first.log").read_text()
-        assert first.poll() is None, "the search ended before it could be killed:\n" + log[-3000:]
-        assert finished_before, "no trial finished in time:\n" + log[-3000:]
+        def finished_while_running() -> dict[str, str]:
+            assert first.poll() is None, "the search ended before it could be killed:\n" + first_log.read_text()[-3000:]
+            statuses = _recorded_statuses(experiment)
+            return statuses if TERMINATED in statuses.values() else {}
+
+        at_kill = _wait_for("the experiment state to record a finished trial", finished_while_running, 300, first_log)
+        writers = _ray_writers(first.pid)
+        assert writers, "no raylet or GCS found in the search's process group"
         os.kill(first.pid, signal.SIGKILL)  # the driver only, as a crash would
         first.wait(timeout=30)
-        time.sleep(5.0)  # what dies with the driver (raylet, GCS) has died by now
+        _wait_for("the killed search's raylet, GCS and trial workers to exit",
+                  lambda: not _still_alive(writers), 60, first_log)
         left_behind = _group_processes(first.pid)
         assert not (experiment / "best").exists()
 
         text = _run([*common, "--resume"], tmp_path / "resume.log")
         # Issue 11: the killed search's Ray processes (its orphaned DashboardAgent and RuntimeEnvAgent)
         # do not outlive the resumed search.
-        survivors = {pid: t for pid, t in _group_processes(first.pid).items() if left_behind.get(pid) == t}
+        survivors = _still_alive(left_behind)
         assert not survivors, f"processes of the killed search still alive: {survivors}\n{text[-2000:]}"
     finally:
         _kill_group(first)
 
     assert "restored searcher state: OptunaSearch with TPESampler" in text
-    assert "4 trials, searcher tpe, max 2 epochs" in text  # the experiment's own settings, not the CLI defaults
+    assert f"4 trials, searcher tpe, max {EPOCHS} epochs" in text  # the experiment's own settings, not the defaults
     rows = json.loads((experiment / "best" / "leaderboard.json").read_text())
-    assert len(rows) == 4 and len({r["trial_id"] for r in rows}) == 4
-    assert all(r["status"] != ERROR and r["epochs"] == 2 for r in rows)
+    assert len(rows) == 4 and len({r["trial_id"] for r in rows}) == 4, rows
+    unfinished = [r for r in rows if r["status"] != TERMINATED or r["epochs"] != EPOCHS]
+    reported = _reported_epochs(experiment)
+    assert not unfinished, (
+        f"after the resume, trials that did not finish their {EPOCHS} epochs (status when killed: {at_kill}):\n"
+        + "\n".join(f"  {r['trial_id']}: status {r['status']}, epochs {r['epochs']}, error {r['error']!r}, "
+                    f"checkpoint {r['checkpoint']}, reported epochs {reported.get(r['trial_id'])}, "
+                    f"status when killed {at_kill.get(r['trial_id'])}" for r in unfinished)
+        + f"\nresume log:\n{text[-3000:]}")
+    finished_before = {t for t, status in at_kill.items() if status == TERMINATED}
     assert finished_before <= {r["trial_id"] for r in rows}
     assert _study_states(experiment) == {"COMPLETE": 4}
 
@@ -122,4 +184,3 @@ def _study_states(experiment: Path) -> dict[str, int]:
     as Tune's trials, so an ask or a result after that snapshot leaves no stale RUNNING or COMPLETE trial."""
     study = optuna.load_study(study_name="exp", storage=f"sqlite:///{experiment / STUDY_FILE}")
     return dict(Counter(t.state.name for t in study.trials))
-

@@ -7,6 +7,7 @@ import json
 import shutil
 import struct
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,18 +15,16 @@ import pytest
 from search.layout import BEST_DIR, LEADERBOARD_JSON, TRIALS_DIR
 from vae.checkpoint import save_checkpoint
 from vae.config import ModelConfig, TrainConfig
-from vae.data import DataSplits, Split, load_splits
+from vae.data import DataSplits, Split
 from vae.train import evaluate, fit
 
 TRIALS = {"t_wide": ModelConfig(96, 8), "t_narrow": ModelConfig(48, 4)}  # the first is the best
 
 
 @pytest.fixture(scope="session")
-def mnist(mnist_data_dir: Path) -> DataSplits:
-    """The offline MNIST with a 3000-image training split: enough for a one-epoch model to draw digits."""
-    data = load_splits("mnist", mnist_data_dir, seed=0)
-    return DataSplits(data.dataset, Split(data.train.images[:3000], data.train.labels[:3000]), data.val, data.test,
-                      data.source)
+def mnist(mnist_splits: DataSplits) -> DataSplits:
+    """The shared offline MNIST with a 3000-image training split: enough for a one-epoch model to draw digits."""
+    return replace(mnist_splits, train=Split(mnist_splits.train.images[:3000], mnist_splits.train.labels[:3000]))
 
 
 @pytest.fixture(scope="session")

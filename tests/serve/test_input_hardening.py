@@ -64,14 +64,6 @@ def components(experiment: Path) -> tuple[gr.Image, gr.Sketchpad]:
     return upload, sketch
 
 
-def test_control_the_fake_gs_runs_when_pillow_decodes_eps(tmp_path: Path, fake_gs: Path) -> None:
-    """Control for the tests below: an unrestricted Pillow hands this EPS to the fake gs."""
-    (tmp_path / "digit.eps").write_bytes(EPS)
-    with pytest.raises(OSError):
-        PIL.Image.open(tmp_path / "digit.eps").load()
-    assert fake_gs.exists()
-
-
 @pytest.mark.parametrize("kind", ["EPS", "TIFF", "ICO", "PPM", "TGA"])
 def test_disallowed_formats_are_refused_without_running_a_decoder(
     kind: str, tmp_path: Path, fake_gs: Path, experiment: Path, monkeypatch: pytest.MonkeyPatch

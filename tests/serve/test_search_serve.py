@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 from gradio_client import Client
+from ports import free_port
 from search_harness import search_command
-from serve_harness import REPO, app_env, free_port
+from serve_harness import REPO, app_env
 
 pytestmark = pytest.mark.slow
 
