@@ -30,6 +30,7 @@ from vae.class_gaussians import fit_class_gaussians, sample_class
 from vae.config import IMAGE_SIDE, INPUT_DIM
 from vae.data import DATASETS, DataError, DataSplits, Split, load_splits
 from vae.loss import neg_elbo
+from vae.model import reparameterize
 from vae.sample import generate_class, grid_to_uint8, interpolate, reconstruct, sample_prior
 
 MAX_SAMPLES = 64
@@ -286,7 +287,7 @@ class VAEService:
             decoded = reconstruct(model, x)
             mu, log_var = model.encode(x)
             eps = torch.randn(ELBO_SAMPLES, mu.shape[1], generator=torch.Generator().manual_seed(0))
-            z = mu + eps * torch.exp(0.5 * log_var)
+            z = reparameterize(mu, log_var, eps)
             terms = neg_elbo(x.expand(ELBO_SAMPLES, -1), model.decode_logits(z), mu.expand_as(z), log_var.expand_as(z))
         return Reconstruction(_grid(x.view(1, 1, IMAGE_SIDE, IMAGE_SIDE), 1), _grid(decoded, 1),
                               float(terms.neg_elbo), float(terms.recon), float(terms.kl))

@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vae.model import LinearVAE
+from vae.model import LinearVAE, reparameterize
 
 DEFAULT_K = 1000
 _LOG_2PI = math.log(2 * math.pi)
@@ -30,7 +30,7 @@ def log_weights(model: LinearVAE, x: torch.Tensor, noise: torch.Tensor) -> torch
 
     ``x`` [B, input_dim], ``noise`` [S, B, reparam_width] standard normal; returns [S, B]."""
     mu, log_var = model.encode(x)
-    z = mu + noise * torch.exp(0.5 * log_var)
+    z = reparameterize(mu, log_var, noise)
     logits = model.decode_logits(z.reshape(-1, z.shape[-1])).view(*z.shape[:2], -1)
     log_px_given_z = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
     log_pz = -0.5 * (z.pow(2) + _LOG_2PI).sum(-1)

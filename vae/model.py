@@ -20,6 +20,18 @@ class VAEOutput(NamedTuple):
     z: torch.Tensor
 
 
+def reparameterize(mu: torch.Tensor, log_var: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Draw z ~ N(mu, exp(log_var)) as z = mu + noise * exp(log_var / 2), differentiable in mu and log_var.
+
+    ``noise`` is the standard normal eps (drawn here when None); pass it to make the draw reproducible,
+    or to scale it (``noise_scale * eps``). It may carry leading sample dimensions: mu and log_var
+    broadcast against it. Every draw from a posterior in the project goes through this function.
+    """
+    if noise is None:
+        noise = torch.randn_like(mu)
+    return mu + noise * torch.exp(0.5 * log_var)
+
+
 class LinearVAE(nn.Module):
     """input -> Linear(latent_width) -> ReLU [-> Linear(latent_width) -> ReLU] * (depth - 1)
     -> (mu, log_var) of width reparam_width -> z = mu + eps * exp(0.5 * log_var)
@@ -48,17 +60,7 @@ class LinearVAE(nn.Module):
             hidden = torch.relu(layer(hidden))
         return self.hidden_to_mu(hidden), self.hidden_to_log_var(hidden)
 
-    @staticmethod
-    def reparameterize(
-        mu: torch.Tensor, log_var: torch.Tensor, noise: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Draw z ~ N(mu, exp(log_var)) as a differentiable function of mu and log_var.
-
-        ``noise`` is the standard normal eps; pass it to make the draw reproducible.
-        """
-        if noise is None:
-            noise = torch.randn_like(mu)
-        return mu + noise * torch.exp(0.5 * log_var)
+    reparameterize = staticmethod(reparameterize)  # the module's function, also as model.reparameterize
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Codes [B, reparam_width] -> pre-sigmoid pixel values [B, input_dim]."""
@@ -73,7 +75,7 @@ class LinearVAE(nn.Module):
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> VAEOutput:
         mu, log_var = self.encode(x)
-        z = self.reparameterize(mu, log_var, noise)
+        z = reparameterize(mu, log_var, noise)
         return VAEOutput(self.decode_logits(z), mu, log_var, z)
 
     def num_parameters(self) -> int:

@@ -10,7 +10,7 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from vae.config import IMAGE_SIDE
-from vae.model import LinearVAE
+from vae.model import LinearVAE, reparameterize
 
 
 def _as_images(flat: torch.Tensor) -> torch.Tensor:
@@ -68,7 +68,7 @@ def generate_class(
     mu, log_var = model.encode(_flat(sources))
     source_index = torch.arange(n_samples, device=device) % n_sources
     eps = torch.randn(n_samples, mu.shape[1], device=device, generator=generator)
-    z = mu[source_index] + noise_scale * torch.exp(0.5 * log_var[source_index]) * eps
+    z = reparameterize(mu[source_index], log_var[source_index], noise_scale * eps)
     return ClassSamples(_as_images(sources), _as_images(model.decode(z)), source_index.cpu())
 
 
@@ -95,7 +95,7 @@ def reconstruct(model: LinearVAE, images: torch.Tensor, *, generator: torch.Gene
     mu, log_var = model.encode(_flat(images).to(_device(model)))
     if sample:
         noise = torch.randn(mu.shape, device=mu.device, generator=generator)
-        mu = model.reparameterize(mu, log_var, noise)
+        mu = reparameterize(mu, log_var, noise)
     return _as_images(model.decode(mu))
 
 

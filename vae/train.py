@@ -17,7 +17,7 @@ import torch
 
 from vae.config import ModelConfig, TrainConfig
 from vae.data import DATASETS, DataError, DataSplits, load_splits
-from vae.loss import neg_elbo
+from vae.loss import LossTerms, neg_elbo
 from vae.model import LinearVAE
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -70,8 +70,10 @@ def train_epoch(
     batch_size: int,
     beta: float = 1.0,
     generator: torch.Generator | None = None,
+    loss_fn: Callable[..., LossTerms] = neg_elbo,
 ) -> dict[str, float]:
     """One pass over ``images`` [N, 784] in a random order, cut into batches by index.
+    ``loss_fn``: the loss minimised, ``vae.loss.neg_elbo`` or the same as one node, ``vae.fused_loss.neg_elbo``.
 
     Returns epoch means in nats per image (``neg_elbo``, ``recon``, ``kl``), ``samples_per_s``, and
     the split of wall time between data (``data_s``: shuffling and gathering) and steps (``step_s``).
@@ -89,7 +91,7 @@ def train_epoch(
         x = torch.index_select(images, 0, batch_indices)  # 3x faster than images[idx]
         t1 = time.perf_counter()
         out = model(x)
-        terms = neg_elbo(x, out.logits, out.mu, out.log_var, beta)
+        terms = loss_fn(x, out.logits, out.mu, out.log_var, beta)
         optimizer.zero_grad(set_to_none=True)
         terms.objective.backward()
         optimizer.step()

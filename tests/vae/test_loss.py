@@ -1,4 +1,6 @@
-"""The negative ELBO in nats per image: hand-checked values and the closed-form KL."""
+"""The negative ELBO in nats per image (vae.loss, plain torch): hand-checked values, gradients and the KL.
+
+The fused node of vae.fused_loss is tested against this loss in test_fused_loss.py."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import math
 import pytest
 import torch
 
-from vae.loss import LossTerms, kl_to_standard_normal, nats_per_pixel, neg_elbo
+from vae.loss import kl_to_standard_normal, nats_per_pixel, neg_elbo
 
 
 def test_uninformative_decoder_costs_ln2_per_pixel() -> None:
@@ -69,54 +71,19 @@ def test_kl_is_zero_only_at_the_prior() -> None:
     assert kl_to_standard_normal(torch.zeros(1, 4), torch.full((1, 4), -0.1)).item() > 0
 
 
-def _reference(x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor,
-               beta: float) -> LossTerms:
-    """The loss written with torch's own BCE and plain autograd ops."""
-    batch = x.shape[0]
-    recon = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum") / batch
-    kl = kl_to_standard_normal(mu, log_var).sum() / batch
-    return LossTerms(recon + kl, recon, kl, recon + beta * kl)
-
-
-def _inputs(shape: tuple[int, int], scale: float, dtype: torch.dtype, seed: int = 0) -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.rand(shape, generator=generator, dtype=dtype)
-    logits = torch.randn(shape, generator=generator, dtype=dtype) * scale
-    mu = torch.randn(shape[0], 3, generator=generator, dtype=dtype)
-    log_var = torch.randn(shape[0], 3, generator=generator, dtype=dtype)
-    return [x, logits.requires_grad_(), mu.requires_grad_(), log_var.requires_grad_()]
-
-
-@pytest.mark.parametrize("scale", [0.1, 1.0, 30.0])
-@pytest.mark.parametrize("term", ["objective", "neg_elbo", "recon", "kl"])
-def test_fused_loss_matches_torch_value_and_gradient(scale: float, term: str) -> None:
-    """neg_elbo is one autograd node with a closed-form backward, for speed: every term it returns has
-    the value and the gradient of the loss written with torch's BCE and autograd, also for saturated logits."""
-    x, *leaves = _inputs((16, 784), scale, torch.float64)
-    ours, expected = neg_elbo(x, *leaves, beta=0.7), _reference(x, *leaves, beta=0.7)
-    for name in LossTerms._fields:
-        assert torch.allclose(getattr(ours, name), getattr(expected, name), rtol=1e-10), name
-    grads = torch.autograd.grad(getattr(ours, term), leaves, allow_unused=True)
-    expected_grads = torch.autograd.grad(getattr(expected, term), leaves, allow_unused=True)
-    for grad, expected_grad in zip(grads, expected_grads, strict=True):
-        if expected_grad is None:  # e.g. the KL does not depend on the logits
-            assert grad is None or not grad.any()
-        else:
-            assert torch.allclose(grad, expected_grad, atol=1e-12)
-
-
-def test_fused_loss_passes_gradcheck_for_all_terms_together() -> None:
-    x, *leaves = _inputs((2, 5), 2.0, torch.float64)
-    assert torch.autograd.gradcheck(lambda *a: tuple(neg_elbo(x, *a, beta=2.0)), tuple(leaves))
-
-
-@pytest.mark.parametrize("shape", [(3, 784), (128, 784), (7, 10)])
-def test_fused_loss_in_float32_with_any_element_count(shape: tuple[int, int]) -> None:
-    """The log-of-products path groups pixels 64 at a time; counts that are not a multiple of 64 take
-    the remainder one log at a time. float32 result within float32 summation error of torch's float64."""
-    x, logits, mu, log_var = _inputs(shape, 4.0, torch.float32, seed=1)
-    ours = neg_elbo(x, logits, mu, log_var)
-    expected = _reference(x.double(), logits.double(), mu.double(), log_var.double(), beta=1.0)
-    assert ours.recon.dtype == torch.float32
-    assert abs(ours.recon.item() - expected.recon.item()) <= 1e-5 * expected.recon.item()
-    assert abs(ours.kl.item() - expected.kl.item()) <= 1e-5 * expected.kl.item()
+@pytest.mark.parametrize("beta", [0.0, 1.0, 3.0])
+def test_gradients_are_the_closed_form_and_beta_weights_only_the_kl(beta: float) -> None:
+    """d objective / d logits = (sigmoid(l) - x) / B whatever beta is; d / d mu = beta mu / B and
+    d / d log_var = beta (exp(log_var) - 1) / (2 B): beta scales the KL's gradient and nothing else."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 12, generator=generator, dtype=torch.float64)
+    logits = (torch.randn(5, 12, generator=generator, dtype=torch.float64) * 3).requires_grad_()
+    mu = torch.randn(5, 3, generator=generator, dtype=torch.float64).requires_grad_()
+    log_var = torch.randn(5, 3, generator=generator, dtype=torch.float64).requires_grad_()
+    terms = neg_elbo(x, logits, mu, log_var, beta=beta)
+    grad_logits, grad_mu, grad_log_var = torch.autograd.grad(terms.objective, (logits, mu, log_var))
+    torch.testing.assert_close(grad_logits, (torch.sigmoid(logits) - x).detach() / 5)
+    torch.testing.assert_close(grad_mu, beta * mu.detach() / 5)
+    torch.testing.assert_close(grad_log_var, beta * (log_var.detach().exp() - 1) / 10)
+    assert terms.objective.item() == pytest.approx(terms.recon.item() + beta * terms.kl.item(), rel=1e-12)
+    assert terms.neg_elbo.item() == pytest.approx(terms.recon.item() + terms.kl.item(), rel=1e-12)
