@@ -83,14 +83,15 @@ def _start_app(experiment: Path, port: int) -> subprocess.Popen:
     return subprocess.Popen(command)
 
 
-def _stop_app(app: subprocess.Popen | None) -> None:
-    if app is not None and app.poll() is None:
-        app.terminate()
+def stop_process(process: subprocess.Popen | None, timeout_s: float = 15) -> None:
+    """End a child process: SIGTERM, then SIGKILL if it has not exited within ``timeout_s``."""
+    if process is not None and process.poll() is None:
+        process.terminate()
         try:
-            app.wait(timeout=15)
+            process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            app.kill()
-            app.wait(timeout=15)
+            process.kill()
+            process.wait(timeout=timeout_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 pass
         return 0 if outcome.export.best is not None else 1
     finally:
-        _stop_app(app)
+        stop_process(app)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from ports import free_port
 
+from search.run import stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 SERVER_START_S = 120
 
@@ -63,9 +65,4 @@ def running_app(args: list[str], tmp: Path, **env: str) -> Iterator[Server]:
                 time.sleep(0.5)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        stop_process(process)
