@@ -106,9 +106,9 @@ class Arguments:
         """The config's own fields by name -> their flag (how the CLI names a field in an error)."""
         return {a.field: a.flag for a in self.items if a.field == a.top}
 
-    def add_to(self, parser: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
+    def add_to(self, parser: argparse.ArgumentParser) -> dict[str, Any]:
         """Add every option to ``parser`` in a group per section, in order; returns the groups by title."""
-        groups: dict[str, argparse._ArgumentGroup] = {}
+        groups: dict[str, Any] = {}
         for a in self.items:
             title = a.option.group
             assert title is not None
