@@ -10,15 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser_harness import chromium_page
 from PIL import Image
 from serve_harness import Server, running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
@@ -28,27 +24,17 @@ def server(experiment: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def test_pick_a_digit_and_generate(server: Server, tmp_path: Path) -> None:
-    assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: apt-get install -y chromium (CI does, in .ci/run)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(server.url)
-            page.get_by_role("combobox", name="Class").click()
-            page.get_by_role("option", name="7", exact=True).click()
-            assert page.get_by_role("combobox", name="Class").input_value() == "7"
-            page.locator("#generate-button").click()
-            samples = page.locator("#generate-samples img")
-            samples.wait_for(state="visible")
-            page.locator("#generate-examples img").wait_for(state="visible")
-            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=samples.element_handle())
-            assert samples.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [242, 62]  # 16 samples, 8 a row
-            grid = Image.open(io.BytesIO(page.request.get(samples.get_attribute("src")).body()))
-            assert grid.size == (242, 62) and grid.convert("L").getextrema()[1] > 100  # white-ish ink drawn
-            shot = page.screenshot(path=str(tmp_path / "generate.png"), full_page=False)
-        finally:
-            browser.close()
+    with chromium_page(server.url) as page:
+        page.get_by_role("combobox", name="Class").click()
+        page.get_by_role("option", name="7", exact=True).click()
+        assert page.get_by_role("combobox", name="Class").input_value() == "7"
+        page.locator("#generate-button").click()
+        samples = page.locator("#generate-samples img")
+        samples.wait_for(state="visible")
+        page.locator("#generate-examples img").wait_for(state="visible")
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=samples.element_handle())
+        assert samples.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [242, 62]  # 16 samples, 8 a row
+        grid = Image.open(io.BytesIO(page.request.get(samples.get_attribute("src")).body()))
+        assert grid.size == (242, 62) and grid.convert("L").getextrema()[1] > 100  # white-ish ink drawn
+        shot = page.screenshot(path=str(tmp_path / "generate.png"), full_page=False)
     assert Image.open(io.BytesIO(shot)).size == (1280, 720)

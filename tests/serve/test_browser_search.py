@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from browser_harness import chromium_page
 from search_harness import running_search
 from serve_harness import REPO, running_app
-from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -41,53 +41,38 @@ DRAWN = """([board, curves, space]) => {
 
 
 def test_search_view_refreshes_while_a_search_runs(tmp_path: Path) -> None:
-    assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: apt-get install -y chromium (CI does, in .ci/run)"
-    from playwright.sync_api import sync_playwright
-
     with running_search(tmp_path / "search", trials=3, epochs=EPOCHS) as search, \
             running_app(["--experiment", str(search.experiment), "--wait", "240"], tmp_path / "app") as server, \
-            sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = None
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(server.url)
-            # Every view renders once when the page opens: Generate shows samples without a click.
-            samples = page.locator("#generate-samples img")
-            samples.wait_for(state="visible")
-            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=samples.element_handle())
-            page.get_by_text("Following the running search").wait_for()
+            chromium_page(server.url, height=900, failure_shot=tmp_path / "failure.png") as page:
+        # Every view renders once when the page opens: Generate shows samples without a click.
+        samples = page.locator("#generate-samples img")
+        samples.wait_for(state="visible")
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=samples.element_handle())
+        page.get_by_text("Following the running search").wait_for()
 
-            page.get_by_role("tab", name="Search").click()
-            page.wait_for_function("() => /RUNNING|TERMINATED/.test(document.querySelector('#search-leaderboard')"
-                                   ".innerText)")
-            for plot in ("#search-best-epochs", "#search-best-time", "#search-curves"):
-                page.locator(f"{plot} canvas, {plot} svg.marks").first.wait_for()
-            first = trial_epochs(page)
-            deadline = time.monotonic() + 120
-            # The timer redraws the view; for the screenshot, wait until a second trial is under way.
-            while trial_epochs(page) <= max(first, EPOCHS + 1) and search.process.poll() is None:
-                assert time.monotonic() < deadline, "the Search view did not refresh"
-                page.wait_for_timeout(500)
-            assert trial_epochs(page) > first or search.process.poll() is not None
-            page.wait_for_timeout(1000)
-            # Every trial of the leaderboard is drawn in the curves plot (its legend names them), and every status
-            # in the space plot, also those that appeared after the plots' first drawing.
-            page.wait_for_function(DRAWN, arg=["#search-leaderboard", "#search-curves", "#search-space"],
-                                   timeout=15_000)
-            shot = tmp_path / "search.png"
-            page.screenshot(path=str(shot), full_page=True)
-            # When the search ends, the timer picks up its export: the view says so and best/ is served.
-            assert search.wait() == 0, search.output()[-3000:]
-            page.locator("#search-status").get_by_text("ended and exported").wait_for()
-            page.get_by_text("Serving best").wait_for()
-        except Exception:
-            if page is not None:
-                page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+        page.get_by_role("tab", name="Search").click()
+        page.wait_for_function("() => /RUNNING|TERMINATED/.test(document.querySelector('#search-leaderboard')"
+                               ".innerText)")
+        for plot in ("#search-best-epochs", "#search-best-time", "#search-curves"):
+            page.locator(f"{plot} canvas, {plot} svg.marks").first.wait_for()
+        first = trial_epochs(page)
+        deadline = time.monotonic() + 120
+        # The timer redraws the view; for the screenshot, wait until a second trial is under way.
+        while trial_epochs(page) <= max(first, EPOCHS + 1) and search.process.poll() is None:
+            assert time.monotonic() < deadline, "the Search view did not refresh"
+            page.wait_for_timeout(500)
+        assert trial_epochs(page) > first or search.process.poll() is not None
+        page.wait_for_timeout(1000)
+        # Every trial of the leaderboard is drawn in the curves plot (its legend names them), and every status
+        # in the space plot, also those that appeared after the plots' first drawing.
+        page.wait_for_function(DRAWN, arg=["#search-leaderboard", "#search-curves", "#search-space"],
+                               timeout=15_000)
+        shot = tmp_path / "search.png"
+        page.screenshot(path=str(shot), full_page=True)
+        # When the search ends, the timer picks up its export: the view says so and best/ is served.
+        assert search.wait() == 0, search.output()[-3000:]
+        page.locator("#search-status").get_by_text("ended and exported").wait_for()
+        page.get_by_text("Serving best").wait_for()
     assert shot.stat().st_size > 10_000
     if os.environ.get("VAESEARCH_UPDATE_SCREENSHOTS") == "1":
         shutil.copy(shot, SCREENSHOT)

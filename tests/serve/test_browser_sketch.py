@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser_harness import chromium_page
 from PIL import Image
 from serve_harness import Server, running_app
-from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -23,33 +23,23 @@ def server(experiment: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def test_draw_a_stroke_and_reconstruct_it(server: Server) -> None:
-    assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: apt-get install -y chromium (CI does, in .ci/run)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(server.url)
-            page.get_by_role("tab", name="Reconstruct").click()
-            sketch = page.locator("#reconstruct-sketch")
-            assert "PNG, JPEG, WebP, GIF or BMP only" in page.content()  # the limits, where users see them
-            sketch.get_by_role("button", name="Brush").click()
-            box = sketch.locator("canvas").first.bounding_box()
-            x, y = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.2
-            page.mouse.move(x, y)
-            page.mouse.down()
-            for step in range(30):
-                page.mouse.move(x, y + step * box["height"] * 0.02, steps=2)
-            page.mouse.up()
-            page.locator("#reconstruct-button").click()
-            seen = page.locator("#reconstruct-input img")
-            seen.wait_for(state="visible")
-            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=seen.element_handle())
-            pixels = np.asarray(Image.open(io.BytesIO(page.request.get(seen.get_attribute("src")).body())).convert("L"))
-        finally:
-            browser.close()
+    with chromium_page(server.url, height=900) as page:
+        page.get_by_role("tab", name="Reconstruct").click()
+        sketch = page.locator("#reconstruct-sketch")
+        assert "PNG, JPEG, WebP, GIF or BMP only" in page.content()  # the limits, where users see them
+        sketch.get_by_role("button", name="Brush").click()
+        box = sketch.locator("canvas").first.bounding_box()
+        x, y = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        for step in range(30):
+            page.mouse.move(x, y + step * box["height"] * 0.02, steps=2)
+        page.mouse.up()
+        page.locator("#reconstruct-button").click()
+        seen = page.locator("#reconstruct-input img")
+        seen.wait_for(state="visible")
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=seen.element_handle())
+        pixels = np.asarray(Image.open(io.BytesIO(page.request.get(seen.get_attribute("src")).body())).convert("L"))
     assert pixels.shape == (28, 28)
     assert pixels.max() > 200 and pixels[:, :4].max() < 30  # a light vertical stroke on black, centred
     assert "Traceback" not in server.output()
