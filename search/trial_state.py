@@ -70,12 +70,6 @@ class TrialSnapshot:
         return directory
 
 
-def save_trial_checkpoint(directory: str | Path, state: TrainState, *, dataset: str, train_config: TrainConfig,
-                          extra: dict[str, Any]) -> Path:
-    """Write ``state`` as a checkpoint folder (see the module docstring)."""
-    return TrialSnapshot.take(state).save(directory, dataset=dataset, train_config=train_config, extra=extra)
-
-
 def load_trial_checkpoint(directory: str | Path, state: TrainState) -> TrainState:
     """Load weights, optimizer, generator, schedule, epochs done and history into ``state`` (in place)."""
     directory = Path(directory)

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from search.trial_state import BestEpochCheckpoints, TrialSnapshot, load_trial_checkpoint, save_trial_checkpoint
+from search.trial_state import BestEpochCheckpoints, TrialSnapshot, load_trial_checkpoint
 from vae.checkpoint import load_checkpoint
 from vae.config import ModelConfig, TrainConfig
 from vae.train import TrainState
@@ -32,7 +32,7 @@ def test_a_trial_checkpoint_round_trip_restores_the_whole_train_state(tmp_path):
     train_config = TrainConfig(lr=1e-3, epochs=10, lr_schedule="cosine")
     state = TrainState.fresh(ModelConfig(32, 4), train_config, CPU)
     _step(state, 123.0)
-    save_trial_checkpoint(tmp_path, state, dataset="mnist", train_config=train_config, extra={"trial_id": "t1"})
+    TrialSnapshot.take(state).save(tmp_path, dataset="mnist", train_config=train_config, extra={"trial_id": "t1"})
 
     assert load_checkpoint(tmp_path).meta["trial_id"] == "t1"  # a plain vae.checkpoint as well
     fresh = TrainState.fresh(ModelConfig(32, 4), TrainConfig(lr=1e-3, epochs=10, lr_schedule="cosine", seed=5), CPU)
