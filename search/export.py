@@ -42,7 +42,6 @@ CURVE_CSV = "curve.csv"
 CURVE_PNG = "best_so_far.png"
 SPACE_PNG = "trials_space.png"
 PARETO_PNG = "pareto.png"
-IMPORTANCE_JSON = "importance.json"
 IMPORTANCE_PNG = "importance.png"
 TERMINATED, EARLY_STOPPED, ERROR = "TERMINATED", "EARLY_STOPPED", "ERROR"
 
@@ -237,7 +236,6 @@ def export_results(results: tune.ResultGrid, config: SearchConfig, name: str, da
 
     curve = trial_epoch_curve(results)
     front = pareto_front(rows)
-    (best_dir / layout.LEADERBOARD_JSON).write_text(json.dumps(rows, indent=2))
     _write_csv(best_dir / layout.LEADERBOARD_CSV, rows, layout.LEADERBOARD_FIELDS)
     _write_csv(best_dir / PARETO_CSV, front, ("trial_id", "parameters", "best_val_neg_elbo", "latent_width",
                                               "reparam_width", "lr", "batch_size"))
@@ -255,6 +253,10 @@ def export_results(results: tune.ResultGrid, config: SearchConfig, name: str, da
     plot_space(rows, best_dir / SPACE_PNG)
     plot_pareto(rows, front, best_dir / PARETO_PNG)
     importances = write_importances(rows, config.space, best_dir)
+    # Last, and whole (renamed into place): leaderboard.json marks the export as done for readers (the app).
+    marker = best_dir / f".{layout.LEADERBOARD_JSON}.tmp"
+    marker.write_text(json.dumps(rows, indent=2))
+    marker.replace(best_dir / layout.LEADERBOARD_JSON)
 
     uploaded = None
     if config.storage_is_uri:
@@ -328,7 +330,7 @@ def write_importances(rows: list[dict[str, Any]], space: SearchSpace, best_dir: 
     importances: dict[str, float] = {}
     if len(study.trials) >= 2 and search_distributions(space):
         importances = dict(optuna.importance.get_param_importances(study))
-    (best_dir / IMPORTANCE_JSON).write_text(json.dumps(
+    (best_dir / layout.IMPORTANCE_JSON).write_text(json.dumps(
         {"method": "optuna.importance.get_param_importances (default evaluator)", "objective": "best_val_neg_elbo",
          "trials": len(study.trials), "importances": importances}, indent=2))
     if importances:

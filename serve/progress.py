@@ -27,11 +27,10 @@ from typing import Any
 
 import pandas as pd
 
-from search.layout import BEST_DIR, LEADERBOARD_JSON
+from search.layout import BEST_DIR, LEADERBOARD_JSON, read_importances
 
 METRIC = "val_neg_elbo"
 SEARCH_FILE = "vaesearch_search.json"  # written by search.tuner (BUDGET_FILE); read here without importing Ray
-IMPORTANCE_JSON = "importance.json"
 TRIAL_PREFIX = "trial_"
 RUN_KEY = "run"
 
@@ -189,8 +188,7 @@ def read_progress(experiment: str | Path) -> SearchProgress:
     config = _read_json(experiment / SEARCH_FILE)
     max_epochs = (config.get("config") or {}).get("max_epochs") if isinstance(config, dict) else None
     num_trials = config.get("num_samples") if isinstance(config, dict) else None
-    stored = _read_json(experiment / BEST_DIR / IMPORTANCE_JSON)
-    importances = {str(k): float(v) for k, v in stored.items() if _finite(v)} if isinstance(stored, dict) else {}
+    importances = read_importances(experiment / BEST_DIR)
     return SearchProgress(experiment, tuple(trials), max_epochs if isinstance(max_epochs, int) else None,
                           (experiment / BEST_DIR / LEADERBOARD_JSON).is_file(), importances,
                           num_trials if isinstance(num_trials, int) else None)

@@ -67,6 +67,9 @@ def test_search_exports_best_model_and_full_leaderboard(tpe_search):
         assert load_checkpoint(outcome.best_dir / row["checkpoint"]).meta["trial_id"] == row["trial_id"]
     for name in ("best_so_far.png", "trials_space.png", "pareto.png", "pareto.csv", "summary.json"):
         assert (outcome.best_dir / name).stat().st_size > 0
+    # leaderboard.json, the app's "exported" marker, is written last: whoever sees it sees the whole export.
+    written = {p.name: p.stat().st_mtime_ns for p in outcome.best_dir.iterdir() if p.is_file()}
+    assert max(written.values()) == written["leaderboard.json"] and not any(n.endswith(".tmp") for n in written)
     assert outcome.export.curve[-1][1] == pytest.approx(best["best_val_neg_elbo"])
     assert outcome.export.curve[-1][0] == sum(r["epochs"] for r in rows)
 

@@ -8,7 +8,8 @@ import optuna
 import pytest
 
 from search.config import DEFAULT_TIME_BUDGET_S, ConfigError, SearchConfig
-from search.export import IMPORTANCE_JSON, IMPORTANCE_PNG, importance_study, search_distributions, write_importances
+from search.export import IMPORTANCE_PNG, importance_study, search_distributions, write_importances
+from search.layout import IMPORTANCE_JSON, read_importances
 from search.run import build_parser, config_from_args, main
 from search.space import PLAIN_TRAINING, SearchSpace
 
@@ -100,6 +101,7 @@ def test_importances_are_written_from_the_leaderboard_with_optuna(tmp_path):
     importances = write_importances(_rows(), space, tmp_path)
     written = json.loads((tmp_path / IMPORTANCE_JSON).read_text())
     assert written["importances"] == pytest.approx(importances) and written["trials"] == 6
+    assert read_importances(tmp_path) == pytest.approx(importances)  # what the app's Search view reads back
     assert set(importances) == set(search_distributions(space))
     assert sum(importances.values()) == pytest.approx(1.0)
     assert (tmp_path / IMPORTANCE_PNG).stat().st_size > 1000
@@ -108,4 +110,5 @@ def test_importances_are_written_from_the_leaderboard_with_optuna(tmp_path):
 def test_importances_with_too_few_trials_write_an_empty_file_and_no_png(tmp_path):
     assert write_importances(_rows()[:1], SearchSpace(), tmp_path) == {}
     assert json.loads((tmp_path / IMPORTANCE_JSON).read_text())["importances"] == {}
+    assert read_importances(tmp_path) == {}
     assert not (tmp_path / IMPORTANCE_PNG).exists()

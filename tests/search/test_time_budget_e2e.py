@@ -7,7 +7,8 @@ import json
 import pytest
 
 from search.config import SearchConfig
-from search.export import IMPORTANCE_JSON, SUMMARY_JSON
+from search.export import SUMMARY_JSON
+from search.layout import IMPORTANCE_JSON
 from search.space import SearchSpace
 from search.tuner import run_search
 from vae.checkpoint import load_checkpoint

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fake_search import FakeSearch
 
+from search.layout import IMPORTANCE_JSON
 from serve.progress import is_search_folder, read_progress
 
 
@@ -76,7 +77,10 @@ def test_pareto_front_and_importances(search: FakeSearch) -> None:
     assert front == {"bbb": "Pareto front", "aaa": "Pareto front", "ccc": "dominated"}
     assert progress.importance_frame().empty
     (search.root / "best").mkdir()
-    (search.root / "best" / "importance.json").write_text(json.dumps({"lr": 0.7, "latent_width": 0.2, "bad": "x"}))
+    # importance.json as search.export writes it: its other fields ("trials": 3) are not importances.
+    (search.root / "best" / IMPORTANCE_JSON).write_text(json.dumps(
+        {"method": "m", "objective": "best_val_neg_elbo", "trials": 3,
+         "importances": {"lr": 0.7, "latent_width": 0.2, "bad": "x"}}))
     frame = read_progress(search.root).importance_frame()
     assert list(frame["hyperparameter"]) == ["lr", "latent_width"] and list(frame["importance"]) == [0.7, 0.2]
 
