@@ -20,7 +20,7 @@ from ports import free_port
 from search.run import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
-SERVER_START_S = 120
+SERVER_START_S = 120  # imports, data and checkpoint loading, the Gradio launch; plus the app's own --wait, if any
 
 
 @dataclass
@@ -49,8 +49,9 @@ def running_app(args: list[str], tmp: Path, **env: str) -> Iterator[Server]:
         process = subprocess.Popen([sys.executable, "-m", "serve.app", *args, "--port", str(port)], cwd=REPO,
                                    env=app_env(tmp, **env), stdout=out, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}/", process, log)
+    start_s = SERVER_START_S + (float(args[args.index("--wait") + 1]) if "--wait" in args else 0.0)
     try:
-        deadline = time.monotonic() + SERVER_START_S
+        deadline = time.monotonic() + start_s
         while True:
             if process.poll() is not None:
                 pytest.fail(f"the app exited with {process.returncode}:\n{server.output()}")
@@ -61,7 +62,7 @@ def running_app(args: list[str], tmp: Path, **env: str) -> Iterator[Server]:
                 break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if time.monotonic() > deadline:
-                    pytest.fail(f"the app did not answer within {SERVER_START_S} s:\n{server.output()}")
+                    pytest.fail(f"the app did not answer within {start_s:g} s:\n{server.output()}")
                 time.sleep(0.5)
         yield server
     finally:

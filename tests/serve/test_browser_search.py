@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from browser_harness import chromium_page
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from search_harness import running_search
 from serve_harness import REPO, running_app
 
@@ -44,6 +45,11 @@ def test_search_view_refreshes_while_a_search_runs(tmp_path: Path) -> None:
     with running_search(tmp_path / "search", trials=3, epochs=EPOCHS) as search, \
             running_app(["--experiment", str(search.experiment), "--wait", "240"], tmp_path / "app") as server, \
             chromium_page(server.url, height=900, failure_shot=tmp_path / "failure.png") as page:
+        # Every event the page sends (the timer's ticks among them), for the failure message.
+        joins: list[float] = []
+        page.on("request", lambda r: joins.append(time.monotonic()) if "/queue/join" in r.url else None)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
         # Every view renders once when the page opens: Generate shows samples without a click.
         samples = page.locator("#generate-samples img")
         samples.wait_for(state="visible")
@@ -71,8 +77,17 @@ def test_search_view_refreshes_while_a_search_runs(tmp_path: Path) -> None:
         page.screenshot(path=str(shot), full_page=True)
         # When the search ends, the timer picks up its export: the view says so and best/ is served.
         assert search.wait() == 0, search.output()[-3000:]
-        page.locator("#search-status").get_by_text("ended and exported").wait_for()
+        ended = time.monotonic()
+        try:
+            page.locator("#search-status").get_by_text("ended and exported").wait_for()
+        except PlaywrightTimeout:
+            pytest.fail(f"the Search view did not show the export: {sum(t > ended for t in joins)} event(s) sent "
+                        f"since the search ended ({len(joins)} in all); status: "
+                        f"{page.locator('#search-status').inner_text()!r}; page errors: {errors[-5:]}\n"
+                        f"app log:\n{server.output()[-3000:]}")
         page.get_by_text("Serving best").wait_for()
+        # The export's hyperparameter importances are drawn, one bar per searched hyperparameter (lr among them).
+        page.locator("#search-importance text", has_text=re.compile(r"^lr$")).first.wait_for()
     assert shot.stat().st_size > 10_000
     if os.environ.get("VAESEARCH_UPDATE_SCREENSHOTS") == "1":
         shutil.copy(shot, SCREENSHOT)
