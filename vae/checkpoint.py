@@ -33,7 +33,15 @@ from vae.class_gaussians import (
     load_class_gaussians,
     save_class_gaussians,
 )
-from vae.config import MAX_DEPTH, MAX_INPUT_DIM, MAX_LATENT_WIDTH, MAX_REPARAM_WIDTH, ModelConfig, TrainConfig
+from vae.config import (
+    MAX_CONV_CHANNELS,
+    MAX_DEPTH,
+    MAX_INPUT_DIM,
+    MAX_LATENT_WIDTH,
+    MAX_REPARAM_WIDTH,
+    ModelConfig,
+    TrainConfig,
+)
 from vae.data import Split
 from vae.model import LinearVAE
 
@@ -42,16 +50,18 @@ META_FILE = "checkpoint.json"
 EXAMPLES_FILE = "examples.safetensors"
 EXAMPLES_PER_CLASS = 32
 FORMAT = "vaesearch-checkpoint"
-FORMAT_VERSION = 2  # 2: model_config has "depth" (format 1 lacks it: depth 1)
+FORMAT_VERSION = 3  # 2: model_config has "depth" (format 1 lacks it: depth 1); 3: also "conv_channels"
 # Versions this reader accepts: format 2 (written by the deeper models) adds an optional model_config
-# "depth"; a config without it means depth 1, which keeps format 1's layer names.
+# "depth"; a config without it means depth 1, which keeps format 1's layer names. Format 3 adds an optional
+# "conv_channels"; a config without it means 0 (no convolutional stem), which keeps the same layer names.
 READABLE_VERSIONS = tuple(range(1, max(FORMAT_VERSION, 2) + 1))
 MAX_META_BYTES = 1 << 20  # checkpoint.json; a real one is about 1 KB
 MAX_META_DEPTH = 8  # nesting of checkpoint.json (a real one has 3 levels)
 MAX_HEADER_BYTES = 1 << 20  # a safetensors header; a real one is well under 4 KB
 MAX_EXAMPLES = 100_000  # images in examples.safetensors (save_checkpoint keeps 32 per class)
 MODEL_CONFIG_BOUNDS = {"latent_width": MAX_LATENT_WIDTH, "reparam_width": MAX_REPARAM_WIDTH,
-                       "input_dim": MAX_INPUT_DIM, "depth": MAX_DEPTH}
+                       "input_dim": MAX_INPUT_DIM, "depth": MAX_DEPTH, "conv_channels": MAX_CONV_CHANNELS}
+MODEL_CONFIG_MINIMA = {"conv_channels": 0}  # every other field is at least 1
 _DTYPE_NAMES = {torch.float32: "F32", torch.uint8: "U8", torch.int64: "I64"}
 _DTYPE_BYTES = {"F32": 4, "U8": 1, "I64": 8, "F16": 2, "BF16": 2, "F64": 8, "I32": 4, "I16": 2, "I8": 1,
                 "U16": 2, "U32": 4, "U64": 8, "BOOL": 1}
@@ -221,9 +231,10 @@ def _check_model_config(path: Path, config: Any) -> None:
         if key not in config:
             raise CheckpointError(f"{path}: model_config lacks {key}")
     for key, value in config.items():
-        if not _is_int(value) or not 1 <= value <= MODEL_CONFIG_BOUNDS[key]:
+        low = MODEL_CONFIG_MINIMA.get(key, 1)
+        if not _is_int(value) or not low <= value <= MODEL_CONFIG_BOUNDS[key]:
             shown = repr(value) if isinstance(value, (int, float, bool)) or value is None else type(value).__name__
-            raise CheckpointError(f"{path}: model_config {key} must be an integer from 1 to "
+            raise CheckpointError(f"{path}: model_config {key} must be an integer from {low} to "
                                   f"{MODEL_CONFIG_BOUNDS[key]}, got {shown[:40]}")
 
 

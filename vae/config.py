@@ -13,6 +13,7 @@ MAX_LATENT_WIDTH = 4096
 MAX_REPARAM_WIDTH = 1024
 MAX_INPUT_DIM = 4 * INPUT_DIM
 MAX_DEPTH = 3  # hidden layers on each side of the bottleneck
+MAX_CONV_CHANNELS = 64  # the convolutional stem's first layer (its second has twice as many)
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -28,12 +29,19 @@ class ModelConfig:
         input_dim: number of pixels of a flattened image (28 * 28 for MNIST).
         depth: hidden layers (each ``latent_width`` wide, ReLU) on each side of the bottleneck,
             1..MAX_DEPTH; depth 1 is the article's LinearVAE.
+        conv_channels: 0 (default): the pixels feed the first hidden layer directly, the article's MLP.
+            c > 0: a convolutional stem, for 28x28 images: two 4x4 stride-2 convolutions (c, then 2c
+            channels, ReLU) turn the image into 2c maps of 7x7 that feed the first hidden layer, and the
+            decoder's last hidden layer feeds their two transposes. Convolutions share weights across
+            the image, which generalises far better than a dense first layer when training images are
+            few (benchmarks/time_to_quality.py).
     """
 
     latent_width: int
     reparam_width: int
     input_dim: int = INPUT_DIM
     depth: int = 1
+    conv_channels: int = 0
 
     def __post_init__(self) -> None:
         for name in ("latent_width", "reparam_width", "input_dim", "depth"):
@@ -42,14 +50,27 @@ class ModelConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.depth > MAX_DEPTH:
             raise ValueError(f"depth must be 1..{MAX_DEPTH}, got {self.depth}")
+        channels = self.conv_channels
+        if not isinstance(channels, int) or isinstance(channels, bool) or not 0 <= channels <= MAX_CONV_CHANNELS:
+            raise ValueError(f"conv_channels must be an integer from 0 to {MAX_CONV_CHANNELS}, got {channels!r}")
+        if channels and self.input_dim != INPUT_DIM:
+            raise ValueError(f"conv_channels > 0 needs {IMAGE_SIDE}x{IMAGE_SIDE} images, "
+                             f"got input_dim {self.input_dim}")
+
+    @property
+    def stem_features(self) -> int:
+        """Features between the convolutional stem and the first / last hidden layer: the pixels without one."""
+        return 2 * self.conv_channels * (IMAGE_SIDE // 4) ** 2 if self.conv_channels else self.input_dim
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        """Inverse of ``to_dict``; a missing ``depth`` (checkpoints of format 1) means 1."""
-        return cls(**{k: int(data[k]) for k in ("latent_width", "reparam_width", "input_dim", "depth") if k in data})
+        """Inverse of ``to_dict``; a missing ``depth`` (checkpoints of format 1) means 1, a missing
+        ``conv_channels`` (formats 1 and 2) means 0."""
+        keys = ("latent_width", "reparam_width", "input_dim", "depth", "conv_channels")
+        return cls(**{k: int(data[k]) for k in keys if k in data})
 
 
 @dataclass(frozen=True)

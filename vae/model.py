@@ -1,4 +1,5 @@
-"""The LinearVAE: an MLP encoder and decoder (1..3 hidden layers each) around a Gaussian bottleneck."""
+"""The LinearVAE: an MLP encoder and decoder (1..3 hidden layers each) around a Gaussian bottleneck,
+optionally behind a small convolutional stem (``ModelConfig.conv_channels``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from vae.config import ModelConfig
+from vae.config import IMAGE_SIDE, ModelConfig
 
 
 class VAEOutput(NamedTuple):
@@ -39,23 +40,38 @@ class LinearVAE(nn.Module):
 
     Depth 1 has exactly the article's layers and state-dict keys (``encoder_hidden`` and
     ``decoder_hidden`` are then empty and hold no parameters), so its checkpoints load unchanged.
+
+    With ``conv_channels`` c > 0, ``encoder_conv`` (Conv 1->c, ReLU, Conv c->2c, ReLU; 4x4, stride 2: 28 -> 14
+    -> 7) comes before ``input_to_hidden`` and ``decoder_conv`` (ReLU, ConvTranspose 2c->c, ReLU, ConvTranspose
+    c->1) after ``hidden_to_output``; encode and decode still take and give flattened images. With c = 0 both
+    are empty: the MLP, with the same keys as before.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        width = config.latent_width
-        self.input_to_hidden = nn.Linear(config.input_dim, width)
+        width, channels = config.latent_width, config.conv_channels
+        self.encoder_conv = nn.Sequential()
+        self.decoder_conv = nn.Sequential()
+        if channels:
+            self.encoder_conv = nn.Sequential(
+                nn.Unflatten(1, (1, IMAGE_SIDE, IMAGE_SIDE)), nn.Conv2d(1, channels, 4, 2, 1), nn.ReLU(),
+                nn.Conv2d(channels, 2 * channels, 4, 2, 1), nn.ReLU(), nn.Flatten())
+            self.decoder_conv = nn.Sequential(
+                nn.ReLU(), nn.Unflatten(1, (2 * channels, IMAGE_SIDE // 4, IMAGE_SIDE // 4)),
+                nn.ConvTranspose2d(2 * channels, channels, 4, 2, 1), nn.ReLU(),
+                nn.ConvTranspose2d(channels, 1, 4, 2, 1), nn.Flatten())
+        self.input_to_hidden = nn.Linear(config.stem_features, width)
         self.encoder_hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(config.depth - 1))
         self.hidden_to_mu = nn.Linear(width, config.reparam_width)
         self.hidden_to_log_var = nn.Linear(width, config.reparam_width)
         self.z_to_hidden = nn.Linear(config.reparam_width, width)
         self.decoder_hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(config.depth - 1))
-        self.hidden_to_output = nn.Linear(width, config.input_dim)
+        self.hidden_to_output = nn.Linear(width, config.stem_features)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Flattened images [B, input_dim] in [0, 1] -> (mu, log_var), each [B, reparam_width]."""
-        hidden = torch.relu(self.input_to_hidden(x))
+        hidden = torch.relu(self.input_to_hidden(self.encoder_conv(x)))
         for layer in self.encoder_hidden:
             hidden = torch.relu(layer(hidden))
         return self.hidden_to_mu(hidden), self.hidden_to_log_var(hidden)
@@ -67,7 +83,7 @@ class LinearVAE(nn.Module):
         hidden = torch.relu(self.z_to_hidden(z))
         for layer in self.decoder_hidden:
             hidden = torch.relu(layer(hidden))
-        return self.hidden_to_output(hidden)
+        return self.decoder_conv(self.hidden_to_output(hidden))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Codes [B, reparam_width] -> pixel probabilities [B, input_dim] in [0, 1]."""
@@ -84,12 +100,17 @@ class LinearVAE(nn.Module):
 
 def count_parameters(config: ModelConfig) -> int:
     """Parameter count of a LinearVAE of this shape, without building it."""
-    d, h, r = config.input_dim, config.latent_width, config.reparam_width
+    f, h, r, c = config.stem_features, config.latent_width, config.reparam_width, config.conv_channels
     hidden_to_hidden = 2 * (config.depth - 1) * (h * h + h)
-    return (d * h + h) + 2 * (h * r + r) + (r * h + h) + (h * d + d) + hidden_to_hidden
+    # Each side's two 4x4 convolutions: 1 <-> c and c <-> 2c channels, with a bias per output channel.
+    convs = 2 * 16 * (c + 2 * c * c) + (c + 2 * c) + (c + 1) if c else 0
+    return (f * h + h) + 2 * (h * r + r) + (r * h + h) + (h * f + f) + hidden_to_hidden + convs
 
 
 def flops_per_sample(config: ModelConfig) -> int:
     """Multiply-add FLOPs (2 per MAC) of one forward pass; a training step costs about three times this."""
-    d, h, r = config.input_dim, config.latent_width, config.reparam_width
-    return 2 * (d * h + 2 * h * r + r * h + h * d + 2 * (config.depth - 1) * h * h)
+    f, h, r, c = config.stem_features, config.latent_width, config.reparam_width, config.conv_channels
+    side = IMAGE_SIDE // 2
+    # Per side: 1 <-> c channels at 14x14 and c <-> 2c at 7x7, 16 MACs per kernel position.
+    convs = 2 * 16 * (side * side * c + (side // 2) ** 2 * 2 * c * c)
+    return 2 * (f * h + 2 * h * r + r * h + h * f + 2 * (config.depth - 1) * h * h + convs)

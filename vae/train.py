@@ -265,6 +265,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--beta", type=float, default=1.0, help="weight of the KL term in the objective (default 1)")
     parser.add_argument("--depth", type=int, default=1,
                         help="hidden layers on each side of the bottleneck, 1..3 (default 1: the article's LinearVAE)")
+    parser.add_argument("--conv-channels", type=int, default=0,
+                        help="convolutional stem: 0 none (default: the article's MLP), C: two 4x4 stride-2 "
+                        "convolutions of C and 2C channels before the first hidden layer, their transposes after "
+                        "the last")
     parser.add_argument("--lr-schedule", default="constant",
                         help="learning-rate schedule over the epochs: constant or cosine (default constant)")
     parser.add_argument("--kl-warmup-epochs", type=int, default=0,
@@ -287,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parse_args(argv)
     try:
-        model_config = ModelConfig(args.latent_width, args.reparam_width, depth=args.depth)
+        model_config = ModelConfig(args.latent_width, args.reparam_width, depth=args.depth,
+                                   conv_channels=args.conv_channels)
         train_config = TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
                                    beta=args.beta, seed=args.seed, lr_schedule=args.lr_schedule,
                                    warmup_epochs=args.kl_warmup_epochs)

@@ -47,7 +47,8 @@ def test_round_trip_gives_identical_outputs(trained_fit, trained_checkpoint: Pat
 
 def test_meta_describes_the_model(trained_fit, trained_checkpoint: Path) -> None:
     meta = read_meta(trained_checkpoint)
-    assert meta["model_config"] == {"latent_width": 128, "reparam_width": 16, "input_dim": 784, "depth": 1}
+    assert meta["model_config"] == {"latent_width": 128, "reparam_width": 16, "input_dim": 784, "depth": 1,
+                                    "conv_channels": 0}
     assert meta["dataset"] == "mnist"
     assert meta["metrics"]["val_neg_elbo"] == trained_fit.history[-1]["val_neg_elbo"]
     assert meta["train_config"]["lr"] == 3e-3

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vae.checkpoint import FORMAT, META_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
+from vae.checkpoint import FORMAT, FORMAT_VERSION, META_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
 from vae.config import MAX_DEPTH, ModelConfig, TrainConfig
 from vae.data import DataSplits, Split
 from vae.model import LinearVAE, count_parameters, flops_per_sample
@@ -51,7 +51,7 @@ def test_deeper_models_train_and_round_trip_through_a_checkpoint(depth, tmp_path
     save_checkpoint(tmp_path / "ckpt", result.model, dataset="mnist")
     loaded = load_checkpoint(tmp_path / "ckpt")
     assert loaded.config.depth == depth
-    assert json.loads((tmp_path / "ckpt" / META_FILE).read_text())["format_version"] == 2
+    assert json.loads((tmp_path / "ckpt" / META_FILE).read_text())["format_version"] == FORMAT_VERSION
     x = data.test.images[:8]
     noise = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
     assert torch.equal(result.model.eval()(x, noise).logits, loaded.model(x, noise).logits)

@@ -61,6 +61,7 @@ def _one_error_line(stderr: str) -> str:
         (["--lr", "-1"], "lr must be > 0"),
         (["--batch-size", "0"], "batch_size must be >= 1"),
         (["--beta", "-1"], "beta must be >= 0"),
+        (["--conv-channels", "65"], "conv_channels must be an integer from 0 to 64"),
         (["--device", "bogus"], "bogus"),
         (["--data-dir", "{tmp}/missing"], "does not exist"),
         (["--data-dir", "{tmp}"], "no mnist IDX files"),
