@@ -17,8 +17,9 @@ Writes benchmarks/results/time_to_quality.json (headline) and benchmarks/out/tim
 every curve), and docs/time_to_quality.png: the search's best-so-far validation neg-ELBO against wall time,
 and each anchor's validation curve on the same axes.
 
-``--ablate depth|schedule|warmup`` runs only a search with that dimension removed from the default space
-(depth fixed 1 / constant lr only / no KL warm-up) and adds it to the results file under "ablations".
+``--ablate conv|depth|schedule|warmup`` runs only a search with that dimension removed from the default space
+(no convolutional stem / depth fixed 1 / constant lr only / no KL warm-up) and adds it to the results file under
+"ablations".
 
     VAESEARCH_DATA_DIR=../shared/mnist python benchmarks/time_to_quality.py
     VAESEARCH_DATA_DIR=../shared/mnist python benchmarks/time_to_quality.py --ablate depth
@@ -56,6 +57,7 @@ from vae.train import evaluate, fit  # noqa: E402
 
 ANCHORS = (("pytorch/examples 400/20, lr 1e-3", PYTORCH_EXAMPLE), ("article best 512/64, lr 3e-4", ARTICLE_BEST))
 ABLATIONS = {
+    "conv": {"conv_channels": (0,)},
     "depth": {"depth": (1, 1)},
     "schedule": {"lr_schedule": ("constant",)},
     "warmup": {"kl_warmup_epochs": (0, 0)},
@@ -107,7 +109,7 @@ def run_default_search(data_dir: str, storage: str, trials: int, space: SearchSp
         "best_val_neg_elbo": row.get("best_val_neg_elbo"), "wall_s": round(wall_s, 1),
         "trials_run": len(outcome.results), "trials_asked": trials, "trial_epochs": len(reports),
         "statuses": summary["statuses"],
-        "best": {k: row.get(k) for k in ("latent_width", "reparam_width", "depth", "lr", "lr_schedule",
+        "best": {k: row.get(k) for k in ("latent_width", "reparam_width", "depth", "conv_channels", "lr", "lr_schedule",
                                           "kl_warmup_epochs", "batch_size", "epochs", "best_epoch", "parameters")},
         "time_budget_s": config.time_budget_s, "max_epochs": config.max_epochs, "grace_period": config.grace_period,
         "reduction_factor": config.reduction_factor, "reuse_actors": config.reuse_actors,

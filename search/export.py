@@ -26,11 +26,11 @@ from ray import tune
 
 from search import layout, storage
 from search.config import SearchConfig
-from search.space import SearchSpace, hyperparameters
+from search.space import SearchSpace, hyperparameters, model_config
 from search.trial_config import BEST_METRIC, METRIC, MODE
 from vae.checkpoint import load_checkpoint, save_checkpoint
 from vae.class_gaussians import fit_class_gaussians
-from vae.config import ModelConfig, TrainConfig
+from vae.config import TrainConfig
 from vae.data import DATASETS, DataSplits
 from vae.iwae import iwae
 from vae.model import count_parameters
@@ -97,10 +97,11 @@ def leaderboard_rows(results: tune.ResultGrid, config: SearchConfig) -> list[dic
         epochs = int(metrics.get("epoch", 0))
         diverged = bool(metrics.get("diverged"))  # search.trainable: reported once, not retried
         status = ERROR if result.error or diverged else TERMINATED if epochs >= config.max_epochs else EARLY_STOPPED
-        model = ModelConfig(int(hyper["latent_width"]), int(hyper["reparam_width"]), depth=int(hyper["depth"]))
+        model = model_config(hyper)
         rows.append({
             "rank": None, "trial_id": trial_id_of(result), "status": status, "is_best": False,
             "latent_width": model.latent_width, "reparam_width": model.reparam_width, "depth": model.depth,
+            "conv_channels": model.conv_channels,
             "lr": float(hyper["lr"]), "lr_schedule": str(hyper["lr_schedule"]),
             "kl_warmup_epochs": int(hyper["kl_warmup_epochs"]), "batch_size": int(hyper["batch_size"]),
             "best_val_neg_elbo": float(best[METRIC]) if best is not None else None,
@@ -153,13 +154,14 @@ def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def format_leaderboard(rows: list[dict[str, Any]], top: int = 10) -> str:
-    header = (f"{'#':>3} {'trial':<10} {'latent':>6} {'reparam':>7} {'depth':>5} {'lr':>9} {'sched':>8} "
+    header = (f"{'#':>3} {'trial':<10} {'latent':>6} {'reparam':>7} {'depth':>5} {'conv':>4} {'lr':>9} {'sched':>8} "
               f"{'warmup':>6} {'batch':>5} {'val nats':>9} {'epochs':>6} {'time s':>7} {'status':<13}")
     lines = [header]
     for r in rows[:top]:
         val = f"{r['best_val_neg_elbo']:.2f}" if r["best_val_neg_elbo"] is not None else "-"
         lines.append(f"{r['rank']:>3} {r['trial_id']:<10} {r['latent_width']:>6} {r['reparam_width']:>7} "
-                     f"{r.get('depth', 1):>5} {r['lr']:>9.2e} {r.get('lr_schedule', 'constant'):>8} "
+                     f"{r.get('depth', 1):>5} {r.get('conv_channels', 0):>4} {r['lr']:>9.2e} "
+                     f"{r.get('lr_schedule', 'constant'):>8} "
                      f"{r.get('kl_warmup_epochs', 0):>6} {r['batch_size']:>5} {val:>9} {r['epochs']:>6} "
                      f"{r['time_s']:>7.1f} "
                      f"{r['status']:<13}{'  ' + r['error'] if r['error'] else ''}")
@@ -266,7 +268,8 @@ def export_results(results: tune.ResultGrid, config: SearchConfig, name: str, da
     log("leaderboard (best val neg-ELBO in nats per image):\n" + format_leaderboard(rows))
     if best is not None:
         log(f"best trial {best['trial_id']}: latent {best['latent_width']}, reparam {best['reparam_width']}, "
-            f"depth {best['depth']}, lr {best['lr']:.3g} {best['lr_schedule']}, "
+            f"depth {best['depth']}, conv stem {best['conv_channels'] or 'none'}, "
+            f"lr {best['lr']:.3g} {best['lr_schedule']}, "
             f"KL warm-up {best['kl_warmup_epochs']} epochs, batch {best['batch_size']}, "
             f"best epoch {best['best_epoch']}: val {best['best_val_neg_elbo']:.2f} nats, "
             f"test {test_metrics['test_neg_elbo']:.2f} nats (recon {test_metrics['test_recon']:.2f} + "
@@ -291,6 +294,7 @@ def search_distributions(space: SearchSpace) -> dict[str, optuna.distributions.B
         "latent_width": optuna.distributions.IntDistribution(*space.latent_width, log=True),
         "reparam_width": optuna.distributions.IntDistribution(*space.reparam_width, log=True),
         "depth": optuna.distributions.IntDistribution(*space.depth),
+        "conv_channels": optuna.distributions.CategoricalDistribution(list(space.conv_channels)),
         "lr": optuna.distributions.FloatDistribution(*space.lr, log=True),
         "lr_schedule": optuna.distributions.CategoricalDistribution(list(space.lr_schedule)),
         "kl_warmup_epochs": optuna.distributions.IntDistribution(*space.kl_warmup_epochs),

@@ -29,8 +29,8 @@ IMPORTANCE_JSON = "importance.json"
 # One row per trial in leaderboard.json / .csv, sorted by best_val_neg_elbo (failed trials last).
 # `checkpoint` is a path relative to best/ (e.g. "trials/<trial_id>") or null when the trial left none.
 LEADERBOARD_FIELDS = (
-    "rank", "trial_id", "status", "is_best", "latent_width", "reparam_width", "depth", "lr", "lr_schedule",
-    "kl_warmup_epochs", "batch_size", "best_val_neg_elbo", "last_val_neg_elbo", "epochs", "best_epoch",
+    "rank", "trial_id", "status", "is_best", "latent_width", "reparam_width", "depth", "conv_channels", "lr",
+    "lr_schedule", "kl_warmup_epochs", "batch_size", "best_val_neg_elbo", "last_val_neg_elbo", "epochs", "best_epoch",
     "time_s", "parameters", "val_active_units",
     "node", "error", "checkpoint",
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from search.space import hyperparameters
+from search.space import hyperparameters, model_config
 from vae.config import ModelConfig, TrainConfig
 
 METRIC = "val_neg_elbo"
@@ -47,7 +47,7 @@ class TrialConfig:
     def from_tune(cls, config: dict[str, Any]) -> TrialConfig:
         settings = TrialSettings.from_dict(config["run"])
         hyper = hyperparameters(config)
-        model = ModelConfig(int(hyper["latent_width"]), int(hyper["reparam_width"]), depth=int(hyper["depth"]))
+        model = model_config(hyper)
         train = TrainConfig(lr=float(hyper["lr"]), batch_size=int(hyper["batch_size"]), epochs=settings.max_epochs,
                             seed=settings.seed, lr_schedule=str(hyper["lr_schedule"]),
                             warmup_epochs=int(hyper["kl_warmup_epochs"]))

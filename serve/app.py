@@ -140,8 +140,10 @@ def build_app(service: VAEService) -> gr.Blocks:
         following = (" Following the running search: a new best checkpoint is served as soon as it appears."
                      if info["following"] else "")
         kind = "val " if "test_neg_elbo" not in info["metrics"] else ""
+        stem = f", {config['conv_channels']}-channel conv stem" if config.get("conv_channels") else ""
         return (f"Serving **{info['serving']}** ({where}{info['dataset']}, latent width {config['latent_width']}, "
-                f"code width {config['reparam_width']}" + (f", {kind}neg-ELBO {metric:.2f} nats" if metric else "")
+                f"code width {config['reparam_width']}{stem}"
+                + (f", {kind}neg-ELBO {metric:.2f} nats" if metric else "")
                 + ")." + following)
 
     def leaderboard() -> pd.DataFrame:

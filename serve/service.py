@@ -49,7 +49,8 @@ DEFAULT_MODE = CLASS_GAUSSIAN  # the better of the two by benchmarks/sample_qual
 DEFAULT_NOISE_SCALE = 0.75
 
 LEADERBOARD_COLUMNS = (
-    "mark", "rank", "trial_id", "status", "best_val_neg_elbo", "latent_width", "reparam_width", "lr",
+    "mark", "rank", "trial_id", "status", "best_val_neg_elbo", "latent_width", "reparam_width", "depth",
+    "conv_channels", "lr",
     "batch_size", "epochs", "val_active_units", "parameters", "time_s", "node",
 )
 

@@ -6,14 +6,26 @@ import optuna
 import pytest
 
 from search.config import ConfigError, SearchConfig
-from search.space import ARTICLE_BEST, ARTICLE_GRID, PLAIN_TRAINING, PYTORCH_EXAMPLE, SearchSpace, SpaceError
+from search.space import (
+    ARTICLE_BEST,
+    ARTICLE_GRID,
+    CONV_RECIPE,
+    PLAIN_TRAINING,
+    PYTORCH_EXAMPLE,
+    SearchSpace,
+    SpaceError,
+)
 
 
 def test_default_space_contains_the_article_point_and_grid():
     space = SearchSpace()
     assert space.seed_point() == {**ARTICLE_BEST, **PLAIN_TRAINING, "batch_size": 128}
-    assert space.warm_start_points() == [{**ARTICLE_BEST, **PLAIN_TRAINING, "batch_size": 128},
+    assert space.warm_start_points() == [{**PLAIN_TRAINING, **CONV_RECIPE},
+                                         {**ARTICLE_BEST, **PLAIN_TRAINING, "batch_size": 128},
                                          {**PYTORCH_EXAMPLE, **PLAIN_TRAINING, "batch_size": 128}]
+    # A space without the stem keeps the two MLP points; one of stems only keeps the convolutional one.
+    assert [p["latent_width"] for p in SearchSpace(conv_channels=(0,)).warm_start_points()] == [512, 400]
+    assert [p["latent_width"] for p in SearchSpace(conv_channels=(16, 32)).warm_start_points()] == [256]
     for point in ARTICLE_GRID:
         space.check(point)
     assert [(p["latent_width"], p["reparam_width"]) for p in ARTICLE_GRID] == [
@@ -33,6 +45,9 @@ def test_default_space_contains_the_article_point_and_grid():
     ({"depth": [0, 2]}, "depth bounds"),
     ({"kl_warmup_epochs": [-1, 5]}, "kl_warmup_epochs bounds"),
     ({"lr_schedule": ["step"]}, "lr_schedule choices"),
+    ({"conv_channels": [0, 65]}, "conv_channels choices"),
+    ({"conv_channels": []}, "conv_channels choices"),
+    ({"conv_channels": [-1]}, "conv_channels choices"),
 ])
 def test_bad_space_overrides_are_rejected(overrides, fragment):
     with pytest.raises(SpaceError, match=fragment):
@@ -63,10 +78,10 @@ def test_define_by_run_space_never_samples_reparam_above_latent():
 
 def test_a_narrowed_space_keeps_only_the_baselines_inside_it():
     assert SearchSpace(latent_width=(16, 450)).warm_start_points() == [
-        {**PYTORCH_EXAMPLE, **PLAIN_TRAINING, "batch_size": 128}]
+        {**PLAIN_TRAINING, **CONV_RECIPE}, {**PYTORCH_EXAMPLE, **PLAIN_TRAINING, "batch_size": 128}]
     assert SearchSpace(latent_width=(16, 128)).warm_start_points() == []
     assert SearchConfig(space=SearchSpace(latent_width=(16, 128))).warm_start_points == []  # not an error
-    assert len(SearchConfig().warm_start_points) == 2
+    assert len(SearchConfig().warm_start_points) == 3
     assert SearchConfig(warm_start=False).warm_start_points == []
     assert SearchConfig(searcher="grid").warm_start_points == []  # the grid's points are its own
     with pytest.raises(SpaceError, match="outside the space"):

@@ -34,19 +34,23 @@ def test_single_valued_dimensions_are_fixed_not_searched():
     trial = optuna.create_study().ask()
     assert space.suggest(trial) == {"depth": 1, "lr_schedule": "cosine", "kl_warmup_epochs": 0}
     assert not {"depth", "lr_schedule", "kl_warmup_epochs"} & set(trial.params)
-    assert set(search_distributions(space)) == {"latent_width", "reparam_width", "lr", "batch_size"}
+    assert set(search_distributions(space)) == {"latent_width", "reparam_width", "conv_channels", "lr", "batch_size"}
+    stem = SearchSpace.from_mapping({"conv_channels": [16]})
+    assert stem.fixed() == {"conv_channels": 16} and "conv_channels" not in search_distributions(stem)
 
 
 def test_warm_start_points_are_plain_training_and_drop_out_of_a_space_without_it():
     points = SearchSpace().warm_start_points()
-    assert len(points) == 2 and all({k: p[k] for k in PLAIN_TRAINING} == PLAIN_TRAINING for p in points)
+    assert len(points) == 3 and all({k: p[k] for k in PLAIN_TRAINING} == PLAIN_TRAINING for p in points[1:])
+    assert (points[0]["conv_channels"], points[0]["lr_schedule"], points[0]["depth"]) == (16, "cosine", 1)
     assert SearchSpace(depth=(2, 3)).warm_start_points() == []  # depth 1 is outside
-    assert SearchSpace(lr_schedule=("cosine",)).warm_start_points() == []
+    assert [p["conv_channels"] for p in SearchSpace(lr_schedule=("cosine",)).warm_start_points()] == [16]
 
 
 def test_describe_prints_the_new_dimensions():
     text = SearchSpace().describe()
-    for fragment in ("depth", "1 .. 3", "lr_schedule", "constant, cosine", "kl_warmup_epochs", "0 .. 20"):
+    for fragment in ("depth", "1 .. 3", "lr_schedule", "constant, cosine", "kl_warmup_epochs", "0 .. 20",
+                     "conv_channels", "0, 16"):
         assert fragment in text
 
 
@@ -86,7 +90,8 @@ def _rows():
     for i, (width, depth, schedule) in enumerate([(64, 1, "constant"), (128, 2, "cosine"), (256, 1, "cosine"),
                                                    (512, 3, "constant"), (32, 2, "cosine"), (1024, 1, "constant")]):
         rows.append({"trial_id": f"t{i}", "status": "TERMINATED", "latent_width": width, "reparam_width": 8,
-                     "depth": depth, "lr": 1e-3, "lr_schedule": schedule, "kl_warmup_epochs": i, "batch_size": 128,
+                     "depth": depth, "conv_channels": 16 * (i % 2), "lr": 1e-3, "lr_schedule": schedule,
+                     "kl_warmup_epochs": i, "batch_size": 128,
                      "best_val_neg_elbo": 150.0 - 10 * depth - i})
     rows.append({**rows[0], "trial_id": "failed", "status": "ERROR", "best_val_neg_elbo": None})
     rows.append({**rows[0], "trial_id": "outside", "latent_width": 4096, "best_val_neg_elbo": 90.0})
