@@ -99,18 +99,18 @@ class LinearVAE(nn.Module):
 
 
 def count_parameters(config: ModelConfig) -> int:
-    """Parameter count of a LinearVAE of this shape, without building it."""
-    f, h, r, c = config.stem_features, config.latent_width, config.reparam_width, config.conv_channels
-    hidden_to_hidden = 2 * (config.depth - 1) * (h * h + h)
-    # Each side's two 4x4 convolutions: 1 <-> c and c <-> 2c channels, with a bias per output channel.
-    convs = 2 * 16 * (c + 2 * c * c) + (c + 2 * c) + (c + 1) if c else 0
-    return (f * h + h) + 2 * (h * r + r) + (r * h + h) + (h * f + f) + hidden_to_hidden + convs
+    """Parameter count of a LinearVAE of this shape, built on torch's meta device (no memory, no init)."""
+    with torch.device("meta"):
+        return LinearVAE(config).num_parameters()
 
 
 def flops_per_sample(config: ModelConfig) -> int:
-    """Multiply-add FLOPs (2 per MAC) of one forward pass; a training step costs about three times this."""
-    f, h, r, c = config.stem_features, config.latent_width, config.reparam_width, config.conv_channels
-    side = IMAGE_SIDE // 2
-    # Per side: 1 <-> c channels at 14x14 and c <-> 2c at 7x7, 16 MACs per kernel position.
-    convs = 2 * 16 * (side * side * c + (side // 2) ** 2 * 2 * c * c)
-    return 2 * (f * h + 2 * h * r + r * h + h * f + 2 * (config.depth - 1) * h * h + convs)
+    """FLOPs (2 per multiply-add) of one image's forward pass, as torch's FlopCounterMode counts the matmuls
+    and convolutions, on the meta device; a training step costs about three times this."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = LinearVAE(config)
+        with FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, config.input_dim), torch.empty(1, config.reparam_width))
+    return counter.get_total_flops()
