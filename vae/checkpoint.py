@@ -16,7 +16,7 @@ import json
 import math
 import platform
 import struct
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -239,15 +239,9 @@ def _check_model_config(path: Path, config: Any) -> None:
 
 
 def model_config_from_meta(meta: dict[str, Any]) -> ModelConfig:
-    """The ModelConfig of a validated description; ``depth`` is passed on where ModelConfig has it."""
-    data = dict(meta["model_config"])
-    depth = data.pop("depth", 1)
-    if "depth" in {f.name for f in fields(ModelConfig)}:
-        data["depth"] = depth
-    elif depth != 1:
-        raise CheckpointError(f"this vaesearch builds depth-1 models only; the checkpoint has depth {depth}")
+    """The ModelConfig of a validated description (fields older formats lack take their defaults)."""
     try:
-        return ModelConfig(**data)
+        return ModelConfig.from_dict(meta["model_config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"invalid model_config ({exc})") from exc
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 IMAGE_SIDE = 28
 INPUT_DIM = IMAGE_SIDE * IMAGE_SIDE
@@ -67,10 +67,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        """Inverse of ``to_dict``; a missing ``depth`` (checkpoints of format 1) means 1, a missing
-        ``conv_channels`` (formats 1 and 2) means 0."""
-        keys = ("latent_width", "reparam_width", "input_dim", "depth", "conv_channels")
-        return cls(**{k: int(data[k]) for k in keys if k in data})
+        """Inverse of ``to_dict``; a missing field takes its default: ``depth`` 1 (checkpoints of format 1),
+        ``conv_channels`` 0 (formats 1 and 2)."""
+        return cls(**{f.name: int(data[f.name]) for f in fields(cls) if f.name in data})
 
 
 @dataclass(frozen=True)
