@@ -133,6 +133,12 @@ class SearchConfig:
                                  shown_default="none: start a local Ray")
     num_cpus: int | None = option(None, group=RESOURCES, resume=True,
                                   help="CPUs of the local Ray; ignored with --address", shown_default="all cores")
+    # A switch for the cases Tune's docs name: a trainable that leaks memory or state between trials, or trials
+    # that should spread over a cluster's nodes (a short trial's finished actor would otherwise take the next
+    # trial before a new actor on another node has started).
+    reuse_actors: bool = option(True, group=RESOURCES,
+                                help="start a new actor for every trial (TuneConfig.reuse_actors=False) instead of "
+                                "running it in a finished trial's")
 
     dataset: str = option("mnist", group=DATA, help=f"one of: {', '.join(DATASETS)}")
     data_dir: str | None = option(
@@ -165,7 +171,6 @@ class SearchConfig:
     checkpoint_every: int | None = python_only(
         None, help="epochs between writes of a trial's best epoch (None: grace_period)")
     iwae_k: int = python_only(1000, help="importance samples of the best model's test IWAE bound")
-    reuse_actors: bool = python_only(True, help="TuneConfig.reuse_actors: a new trial runs in a finished trial's actor")
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str, *names: str) -> None:
