@@ -35,8 +35,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m search.run",
-        description="Search VAE hyperparameters with Ray Tune: Optuna TPE (first evaluating two known "
-        "baselines: the article's best 512/64 at lr 3e-4 and pytorch/examples' VAE 400/20 at lr 1e-3) under "
+        description="Search VAE hyperparameters with Ray Tune: Optuna TPE (first evaluating three known "
+        "points: a convolutional recipe, the article's best 512/64 at lr 3e-4 and pytorch/examples' VAE 400/20 "
+        "at lr 1e-3) under "
         "a concurrency limit, ASHA early stopping on the validation neg-ELBO, "
         "W&B tracking, then export <storage>/<name>/best/ (best model, leaderboard, Pareto front, plots).",
     )

@@ -89,7 +89,7 @@ def test_a_new_field_is_a_new_option():
 @pytest.mark.parametrize("field, value", [
     ("trials", 0), ("max_epochs", 0), ("grace_period", 0), ("max_concurrent", -1), ("cpus_per_trial", 0),
     ("num_cpus", 0), ("time_budget_s", -5.0), ("gpus_per_trial", -1.0), ("seed", -1), ("dataset", "cifar10"),
-    ("name", "a/b"), ("wandb_project", ""), ("address", " "),
+    ("name", "a/b"), ("wandb_project", ""), ("address", " "), ("iwae_k", 0),
 ])
 def test_errors_name_the_field_in_python_and_the_flag_on_the_command_line(field, value, capsys, tmp_path):
     with pytest.raises(ConfigError) as info:

@@ -66,6 +66,7 @@ def test_cli_sets_the_new_ranges_and_the_time_budget():
     assert defaults.time_budget_s == DEFAULT_TIME_BUDGET_S and defaults.max_epochs == 100
     assert defaults.reuse_actors and defaults.keep_checkpoints == 2
     assert config_from_args(build_parser().parse_args(["--no-reuse-actors"])).reuse_actors is False
+    assert config_from_args(build_parser().parse_args(["--iwae-k", "50"])).iwae_k == 50
 
 
 @pytest.mark.parametrize("argv, fragment", [
