@@ -134,9 +134,9 @@ class SearchConfig:
                                  shown_default="none: start a local Ray")
     num_cpus: int | None = option(None, group=RESOURCES, resume=True,
                                   help="CPUs of the local Ray; ignored with --address", shown_default="all cores")
-    # A switch for the cases Tune's docs name: a trainable that leaks memory or state between trials, or trials
-    # that should spread over a cluster's nodes (a short trial's finished actor would otherwise take the next
-    # trial before a new actor on another node has started).
+    # Off for a trainable that leaks memory or state between trials, or for trials that should spread over a
+    # cluster's nodes: with reuse, a short trial's finished actor can take the next trial before a new actor
+    # on another node has started (Tune then drops the actor it had asked for).
     reuse_actors: bool = option(True, group=RESOURCES,
                                 help="start a new actor for every trial (TuneConfig.reuse_actors=False) instead of "
                                 "running it in a finished trial's")
