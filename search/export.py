@@ -160,9 +160,8 @@ def format_leaderboard(rows: list[dict[str, Any]], top: int = 10) -> str:
     for r in rows[:top]:
         val = f"{r['best_val_neg_elbo']:.2f}" if r["best_val_neg_elbo"] is not None else "-"
         lines.append(f"{r['rank']:>3} {r['trial_id']:<10} {r['latent_width']:>6} {r['reparam_width']:>7} "
-                     f"{r.get('depth', 1):>5} {r.get('conv_channels', 0):>4} {r['lr']:>9.2e} "
-                     f"{r.get('lr_schedule', 'constant'):>8} "
-                     f"{r.get('kl_warmup_epochs', 0):>6} {r['batch_size']:>5} {val:>9} {r['epochs']:>6} "
+                     f"{r['depth']:>5} {r['conv_channels']:>4} {r['lr']:>9.2e} {r['lr_schedule']:>8} "
+                     f"{r['kl_warmup_epochs']:>6} {r['batch_size']:>5} {val:>9} {r['epochs']:>6} "
                      f"{r['time_s']:>7.1f} "
                      f"{r['status']:<13}{'  ' + r['error'] if r['error'] else ''}")
     if len(rows) > top:

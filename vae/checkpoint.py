@@ -54,7 +54,7 @@ FORMAT_VERSION = 3  # 2: model_config has "depth" (format 1 lacks it: depth 1); 
 # Versions this reader accepts: format 2 (written by the deeper models) adds an optional model_config
 # "depth"; a config without it means depth 1, which keeps format 1's layer names. Format 3 adds an optional
 # "conv_channels"; a config without it means 0 (no convolutional stem), which keeps the same layer names.
-READABLE_VERSIONS = tuple(range(1, max(FORMAT_VERSION, 2) + 1))
+READABLE_VERSIONS = tuple(range(1, FORMAT_VERSION + 1))
 MAX_META_BYTES = 1 << 20  # checkpoint.json; a real one is about 1 KB
 MAX_META_DEPTH = 8  # nesting of checkpoint.json (a real one has 3 levels)
 MAX_HEADER_BYTES = 1 << 20  # a safetensors header; a real one is well under 4 KB
