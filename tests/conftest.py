@@ -35,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINED_MODEL_CONFIG = ModelConfig(latent_width=128, reparam_width=16)
 TRAINED_EPOCHS = 8
 # A larger lr than the search's default 3e-4, so that a few seconds of training give recognisable digits.
-TRAINED_TRAIN_CONFIG = TrainConfig(lr=3e-3, batch_size=128, epochs=TRAINED_EPOCHS, seed=0)
+TRAINED_TRAIN_CONFIG = TrainConfig(lr=3e-3, batch_size=128, rounds=TRAINED_EPOCHS, seed=0)
 
 
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "mnist"

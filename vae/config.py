@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
+from typing import Literal, get_args
+
+from vae.options import option, python_only
 
 IMAGE_SIDE = 28
 INPUT_DIM = IMAGE_SIDE * IMAGE_SIDE
@@ -14,7 +18,11 @@ MAX_REPARAM_WIDTH = 1024
 MAX_INPUT_DIM = 4 * INPUT_DIM
 MAX_DEPTH = 3  # hidden layers on each side of the bottleneck
 MAX_CONV_CHANNELS = 64  # the convolutional stem's first layer (its second has twice as many)
-LR_SCHEDULES = ("constant", "cosine")
+LRSchedule = Literal["constant", "cosine"]
+LR_SCHEDULES: tuple[str, ...] = get_args(LRSchedule)
+# The sections of python -m vae.train's help.
+MODEL = "model"
+TRAINING = "training"
 
 
 @dataclass(frozen=True)
@@ -37,11 +45,14 @@ class ModelConfig:
             few (benchmarks/time_to_quality.py).
     """
 
-    latent_width: int
-    reparam_width: int
-    input_dim: int = INPUT_DIM
-    depth: int = 1
-    conv_channels: int = 0
+    latent_width: int = option(512, group=MODEL, help="hidden layer width on each side of the code")
+    reparam_width: int = option(64, group=MODEL, help="dimension of the code z (the mean and log-variance heads)")
+    input_dim: int = python_only(INPUT_DIM, help="pixels of a flattened image (from the data)")
+    depth: int = option(1, group=MODEL, help=f"hidden layers on each side of the bottleneck, 1..{MAX_DEPTH} (1: the "
+                        "article's LinearVAE)")
+    conv_channels: int = option(0, group=MODEL, help="convolutional stem: 0 none (the article's MLP), C: two 4x4 "
+                                "stride-2 convolutions of C and 2C channels before the first hidden layer, their "
+                                "transposes after the last")
 
     def __post_init__(self) -> None:
         for name in ("latent_width", "reparam_width", "input_dim", "depth"):
@@ -76,33 +87,73 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation settings for one training run (one search trial).
 
-    ``lr_schedule``: "constant", or "cosine": the learning rate decays from ``lr`` to 0 over
-    ``epochs`` (torch's CosineAnnealingLR, stepped once per epoch). ``warmup_epochs``: KL warm-up,
-    the weight of the KL term rises linearly from 0 to ``beta`` over that many epochs (0: none);
-    see ``vae.train.kl_weight``. Reported neg-ELBOs are always the true ones (weight 1).
+    Training runs in **rounds** of ``round_images`` training images (None: one epoch, every training image
+    once); after each round the model is validated. A search sets a fixed number of images per round, so
+    that its budgets (ASHA's rungs, the most a trial trains) mean the same work on a data set of 8,000 or
+    of 54,000 images.
+
+    ``lr_schedule``: "constant", or "cosine": cosine decays to near 0 that end at the rounds in
+    ``lr_segment_ends`` (a search passes ASHA's rungs, where a trial is judged) and at ``rounds``, each
+    restarting at ``lr_restart`` times the previous peak (vae.schedule; a deadline given to ``vae.train.fit``
+    can end the current segment sooner). ``warmup_rounds``: KL warm-up, the weight of the KL term rises
+    linearly from 0 to ``beta`` over that many rounds (0: none); see ``vae.train.kl_weight``. Reported
+    neg-ELBOs are always the true ones (weight 1). ``weight_decay``: AdamW's decoupled weight decay.
+    ``val_images``: validate on the first this many validation images after each round (None: all).
     """
 
-    lr: float = 3e-4
-    batch_size: int = 128
-    epochs: int = 10
-    beta: float = 1.0
-    seed: int = 0
-    lr_schedule: str = "constant"
-    warmup_epochs: int = 0
+    lr: float = option(3e-4, group=TRAINING, help="AdamW learning rate")
+    batch_size: int = option(128, group=TRAINING, help="minibatch size")
+    rounds: int = option(10, group=TRAINING, help="training rounds (each --round-images images, else one epoch)")
+    round_images: int | None = option(None, group=TRAINING, metavar="N", shown_default="one epoch",
+                                      help="training images per round")
+    beta: float = option(1.0, group=TRAINING, help="weight of the KL term in the objective")
+    seed: int = option(0, group=TRAINING, help="seed of the data split, the initial weights and the noise")
+    lr_schedule: LRSchedule = option(
+        "constant", group=TRAINING, help="learning-rate schedule: constant, or cosine to near 0 by the last round")
+    lr_segment_ends: tuple[int, ...] = python_only((), help="rounds where a cosine segment ends before the last")
+    lr_restart: float = python_only(1.0, help="each cosine segment's peak, relative to the previous one's")
+    warmup_rounds: int = option(0, group=TRAINING, flag="--kl-warmup-rounds",
+                                help="rounds over which the KL weight rises linearly from 0 to --beta (0: none)")
+    weight_decay: float = option(0.0, group=TRAINING, help="AdamW's decoupled weight decay")
+    val_images: int | None = option(None, group=TRAINING, metavar="N", shown_default="all",
+                                    help="validation images evaluated after each round")
 
     def __post_init__(self) -> None:
-        if not (self.lr > 0):
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs!r}")
-        if self.beta < 0:
+        for name in ("batch_size", "rounds"):
+            if not _positive_int(getattr(self, name)):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("round_images", "val_images"):
+            value = getattr(self, name)
+            if value is not None and not _positive_int(value):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if not (isinstance(self.beta, (int, float)) and self.beta >= 0):
             raise ValueError(f"beta must be >= 0, got {self.beta!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if not isinstance(self.warmup_epochs, int) or isinstance(self.warmup_epochs, bool) or self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be an integer >= 0, got {self.warmup_epochs!r}")
+        if not all(_positive_int(end) for end in self.lr_segment_ends):
+            raise ValueError(f"lr_segment_ends must be positive integers, got {self.lr_segment_ends!r}")
+        if not (isinstance(self.lr_restart, (int, float)) and 0 < self.lr_restart <= 1):
+            raise ValueError(f"lr_restart must be in (0, 1], got {self.lr_restart!r}")
+        if not isinstance(self.warmup_rounds, int) or isinstance(self.warmup_rounds, bool) or self.warmup_rounds < 0:
+            raise ValueError(f"warmup_rounds must be an integer >= 0, got {self.warmup_rounds!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < 1):
+            raise ValueError(f"weight_decay must be in [0, 1), got {self.weight_decay!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Inverse of ``to_dict``; also reads the form checkpoints stored before rounds (``epochs``,
+        ``warmup_epochs``: a round was then one epoch). Unknown keys are ignored."""
+        renamed = {"epochs": "rounds", "warmup_epochs": "warmup_rounds"}
+        values = {renamed.get(k, k): v for k, v in data.items()}
+        known = {f.name for f in fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known}
+        return cls(**values)
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

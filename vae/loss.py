@@ -1,8 +1,7 @@
 """Negative ELBO of a Bernoulli-likelihood VAE, in nats per image.
 
-The loss training uses by default, in plain torch: torch's BCE with logits summed over pixels plus the
-closed-form KL to the standard normal prior, each averaged over the batch. ``vae.fused_loss`` has the
-same function as one hand-written autograd node, opt-in, for CPU training speed.
+The loss training uses, in plain torch: torch's BCE with logits summed over pixels plus the closed-form KL to
+the standard normal prior, each averaged over the batch.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training loop over in-memory tensors, evaluation, and a CLI that trains one configuration.
 
-    python -m vae.train --latent-width 512 --reparam-width 64 --epochs 10 --data-dir ../shared/mnist
+    python -m vae.train --latent-width 512 --reparam-width 64 --rounds 10 --data-dir ../shared/mnist
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.optim.lr_scheduler import LRScheduler
 
 from vae.config import ModelConfig, TrainConfig
 from vae.data import DATASETS, DataError, DataSplits, load_splits
-from vae.loss import LossTerms, neg_elbo
+from vae.loss import neg_elbo
 from vae.model import LinearVAE
+from vae.options import Arguments, OneLineParser
+from vae.schedule import CosineSegments
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -38,60 +41,83 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(model: LinearVAE, lr: float) -> torch.optim.Adam:
-    """Adam with its fused kernel: one op per step for all parameters instead of about ten per
-    parameter tensor, which is a large share of a step for the small models (see
-    benchmarks/train_throughput.py)."""
-    return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+def make_optimizer(model: LinearVAE, train_config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (Adam with decoupled weight decay; with ``weight_decay`` 0 it is Adam) with its fused kernel:
+    one op per step for all parameters instead of about ten per parameter tensor, which is a large share
+    of a step for the small models (see benchmarks/train_throughput.py)."""
+    return torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay,
+                             fused=True)
 
 
-def make_lr_scheduler(
-    optimizer: torch.optim.Optimizer, train_config: TrainConfig
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """The learning-rate schedule over ``train_config.epochs`` epochs, stepped once after each epoch:
-    "cosine" is torch's CosineAnnealingLR down to 0, "constant" keeps ``lr``."""
+def make_lr_scheduler(optimizer: torch.optim.Optimizer, train_config: TrainConfig) -> LRScheduler:
+    """The learning-rate schedule, stepped once after each round: "cosine" is ``vae.schedule``'s cosine
+    segments (ending at ``lr_segment_ends`` and at ``rounds``) as the multiplier of torch's LambdaLR,
+    "constant" keeps ``lr``."""
     if train_config.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train_config.epochs)
+        plan = CosineSegments([*train_config.lr_segment_ends, train_config.rounds], restart=train_config.lr_restart)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, plan)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
-def kl_weight(epoch: int, train_config: TrainConfig) -> float:
-    """Weight of the KL term in the objective during ``epoch`` (1-based): with ``warmup_epochs`` N > 0
-    it is beta * (epoch - 1) / N for the first N epochs (0, 1/N, ..., (N-1)/N), then beta."""
-    n = train_config.warmup_epochs
-    return train_config.beta * (min(1.0, (epoch - 1) / n) if n > 0 else 1.0)
+def cosine_plan(scheduler: LRScheduler) -> CosineSegments | None:
+    """The cosine plan a scheduler of ``make_lr_scheduler`` follows (None for a constant rate)."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        plan = scheduler.lr_lambdas[0]
+        return plan if isinstance(plan, CosineSegments) else None
+    return None
 
 
-def train_epoch(
+def kl_weight(round_number: int, train_config: TrainConfig) -> float:
+    """Weight of the KL term in the objective during round ``round_number`` (1-based): with ``warmup_rounds``
+    N > 0 it is beta * (round - 1) / N for the first N rounds (0, 1/N, ..., (N-1)/N), then beta."""
+    n = train_config.warmup_rounds
+    return train_config.beta * (min(1.0, (round_number - 1) / n) if n > 0 else 1.0)
+
+
+def round_indices(n: int, round_images: int | None, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """The training images of one round, in the order they are used: a random permutation of all ``n``
+    (an epoch) when ``round_images`` is None or ``n``; otherwise ``round_images`` of them, drawn without
+    replacement within each pass over the data (whole permutations, then the first part of one more)."""
+    if round_images is None or round_images == n:
+        return torch.randperm(n, device=device, generator=generator)
+    full, rest = divmod(round_images, n)
+    parts = [torch.randperm(n, device=device, generator=generator) for _ in range(full)]
+    if rest:
+        parts.append(torch.randperm(n, device=device, generator=generator)[:rest])
+    return torch.cat(parts)
+
+
+def train_round(
     model: LinearVAE,
     optimizer: torch.optim.Optimizer,
     images: torch.Tensor,
     *,
     batch_size: int,
+    round_images: int | None = None,
     beta: float = 1.0,
     generator: torch.Generator | None = None,
-    loss_fn: Callable[..., LossTerms] = neg_elbo,
 ) -> dict[str, float]:
-    """One pass over ``images`` [N, 784] in a random order, cut into batches by index.
-    ``loss_fn``: the loss minimised, ``vae.loss.neg_elbo`` or the same as one node, ``vae.fused_loss.neg_elbo``.
+    """One round over ``images`` [N, 784] (``round_indices``: an epoch, or ``round_images`` images), cut
+    into batches by index, minimising ``vae.loss.neg_elbo`` (its objective, with the KL weighted by ``beta``).
 
-    Returns epoch means in nats per image (``neg_elbo``, ``recon``, ``kl``), ``samples_per_s``, and
-    the split of wall time between data (``data_s``: shuffling and gathering) and steps (``step_s``).
-    Raises NonFiniteLossError if the loss became NaN or infinite.
+    Returns the round's means in nats per image (``neg_elbo``, ``recon``, ``kl``), ``images`` trained on,
+    ``samples_per_s``, and the split of wall time between data (``data_s``: shuffling and gathering) and
+    steps (``step_s``). Raises NonFiniteLossError if the loss became NaN or infinite.
     """
     model.train()
-    n = images.shape[0]
     start = time.perf_counter()
-    perm = torch.randperm(n, device=images.device, generator=generator)
+    order = round_indices(images.shape[0], round_images, generator, images.device)
+    n = order.shape[0]
     recon_total = torch.zeros((), device=images.device)
     kl_total = torch.zeros((), device=images.device)
     data_s = step_s = 0.0
-    for batch_indices in perm.split(batch_size):
+    for batch_indices in order.split(batch_size):
         t0 = time.perf_counter()
         x = torch.index_select(images, 0, batch_indices)  # 3x faster than images[idx]
         t1 = time.perf_counter()
         out = model(x)
-        terms = loss_fn(x, out.logits, out.mu, out.log_var, beta)
+        terms = neg_elbo(x, out.logits, out.mu, out.log_var, beta)
         optimizer.zero_grad(set_to_none=True)
         terms.objective.backward()
         optimizer.step()
@@ -110,6 +136,7 @@ def train_epoch(
         "neg_elbo": recon + kl,
         "recon": recon,
         "kl": kl,
+        "images": n,
         "samples_per_s": n / elapsed,
         "time_s": elapsed,
         "data_s": data_s,
@@ -140,21 +167,21 @@ def evaluate(model: LinearVAE, images: torch.Tensor, *, batch_size: int = 2000, 
 
 
 def best_of(history: list[dict[str, float]]) -> dict[str, float] | None:
-    """The epoch's metrics with the lowest validation neg-ELBO (None before the first epoch)."""
+    """The round's metrics with the lowest validation neg-ELBO (None before the first round)."""
     return min(history, key=lambda h: h["val_neg_elbo"]) if history else None
 
 
 @dataclass
 class TrainState:
-    """Everything training needs to go on where it stopped: the model, Adam, the lr schedule, the
-    shuffling generator, the epochs done and their metrics. ``fit`` advances it in place, so a caller
-    that saves it (a search trial's checkpoint) and hands it back to ``fit`` resumes the same run."""
+    """Everything training needs to go on where it stopped: the model, the optimizer, the lr schedule, the
+    shuffling generator, the rounds done and their metrics. ``fit`` advances it in place, so a caller that
+    saves it (a search trial's checkpoint) and hands it back to ``fit`` resumes the same run."""
 
     model: LinearVAE
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scheduler: LRScheduler
     generator: torch.Generator
-    epoch: int = 0  # epochs completed
+    round: int = 0  # rounds completed
     history: list[dict[str, float]] = field(default_factory=list)
 
     @classmethod
@@ -162,9 +189,14 @@ class TrainState:
         """A new, seeded run: initial weights, optimizer, schedule and generator from ``train_config.seed``."""
         seed_everything(train_config.seed)
         model = LinearVAE(model_config).to(device)
-        optimizer = make_optimizer(model, train_config.lr)
+        optimizer = make_optimizer(model, train_config)
         return cls(model, optimizer, make_lr_scheduler(optimizer, train_config),
                    torch.Generator(device=device).manual_seed(train_config.seed))
+
+    @property
+    def images(self) -> int:
+        """Training images seen so far (counted over the rounds done)."""
+        return int(self.history[-1]["images"]) if self.history else 0
 
     @property
     def best_val_neg_elbo(self) -> float:
@@ -172,27 +204,35 @@ class TrainState:
         return best["val_neg_elbo"] if best is not None else math.inf
 
     @property
-    def best_epoch(self) -> int:
-        """The epoch with the lowest validation neg-ELBO so far (0 before the first)."""
+    def best_round(self) -> int:
+        """The round with the lowest validation neg-ELBO so far (0 before the first)."""
         best = best_of(self.history)
-        return int(best["epoch"]) if best is not None else 0
+        return int(best["round"]) if best is not None else 0
 
 
 @dataclass
 class FitResult:
-    model: LinearVAE  # with restore_best: the weights of the best epoch by validation, else the last epoch's
+    model: LinearVAE  # with restore_best: the weights of the best round by validation, else the last round's
     history: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def best_val_neg_elbo(self) -> float:
-        return best_of(self.history)["val_neg_elbo"]
+        best = best_of(self.history)
+        return best["val_neg_elbo"] if best is not None else math.inf
 
     @property
-    def best_epoch(self) -> int:
-        return int(best_of(self.history)["epoch"])
+    def best_round(self) -> int:
+        best = best_of(self.history)
+        return int(best["round"]) if best is not None else 0
 
 
-EpochCallback = Callable[[TrainState, dict[str, float]], bool | None]
+RoundCallback = Callable[[TrainState, dict[str, float]], bool | None]
+
+
+def rounds_before(deadline: float, now: float, seconds_per_round: float) -> int:
+    """Whole rounds that fit before ``deadline`` (wall-clock seconds, as time.time()), keeping half a round
+    in hand for what follows the last one (a checkpoint, a report)."""
+    return max(0, math.floor((deadline - now) / seconds_per_round - 0.5))
 
 
 def fit(
@@ -202,83 +242,88 @@ def fit(
     *,
     device: torch.device | None = None,
     state: TrainState | None = None,
-    on_epoch: EpochCallback | None = None,
+    on_round: RoundCallback | None = None,
     restore_best: bool = False,
-    time_budget_s: float | None = None,
+    deadline: float | None = None,
 ) -> FitResult:
-    """Train for epochs ``state.epoch + 1 .. train_config.epochs`` with Adam, the lr schedule and KL
-    warm-up, evaluating on validation after each epoch; the one training loop of the project (a search
-    trial runs it too).
+    """Train rounds ``state.round + 1 .. train_config.rounds`` with AdamW, the lr schedule and KL warm-up,
+    validating after each round; the one training loop of the project (a search trial runs it too).
 
     ``state``: where to start (``TrainState.fresh`` when None; a restored state resumes its run).
-    ``on_epoch(state, metrics)`` runs after each epoch, once ``state`` includes it; returning True stops
-    training there. ``restore_best``: end with the weights of the epoch with the lowest validation
-    neg-ELBO among those this call trains (early stopping by validation, kept in memory).
-    ``time_budget_s``: stop before an epoch that would end past this many seconds of wall time (judged by
-    the last epoch's duration).
+    ``on_round(state, metrics)`` runs after each round, once ``state`` includes it (``metrics["last_round"]``
+    says whether fit will stop after it); returning True stops training there. ``restore_best``: end with the
+    weights of the round with the lowest validation neg-ELBO among those this call trains (early stopping by
+    validation, kept in memory).
+    ``deadline``: a wall-clock time (``time.time()``) to be done by. After each round, the rounds that still
+    fit (by the mean duration of this call's rounds so far) bound the run: a cosine schedule's current
+    segment is re-planned to decay to near zero by then (never past its planned end), and training stops
+    when no further round fits.
     Raises NonFiniteLossError when the loss becomes NaN or infinite.
     """
     device = device or pick_device()
     state = state or TrainState.fresh(model_config, train_config, device)
     data = data.to(device)
+    val_images = data.val.images[: train_config.val_images]
+    plan = cosine_plan(state.scheduler)
+    train_size = data.train.images.shape[0]
     best_weights: dict[str, torch.Tensor] | None = None
     best_val = state.best_val_neg_elbo
-    start = last = time.perf_counter()
-    for epoch in range(state.epoch + 1, train_config.epochs + 1):
+    start = time.perf_counter()
+    done_here = 0
+    while state.round < min(train_config.rounds, plan.end if plan else train_config.rounds):
+        round_number = state.round + 1
         lr = state.optimizer.param_groups[0]["lr"]
-        beta = kl_weight(epoch, train_config)
-        train_metrics = train_epoch(state.model, state.optimizer, data.train.images,
-                                    batch_size=train_config.batch_size, beta=beta, generator=state.generator)
-        state.scheduler.step()
+        beta = kl_weight(round_number, train_config)
+        train_metrics = train_round(state.model, state.optimizer, data.train.images, batch_size=train_config.batch_size,
+                                    round_images=train_config.round_images, beta=beta, generator=state.generator)
         val_started = time.perf_counter()
-        val_metrics = evaluate(state.model, data.val.images, seed=train_config.seed)
+        val_metrics = evaluate(state.model, val_images, seed=train_config.seed)
         now = time.perf_counter()
+        images = state.images + int(train_metrics.pop("images"))
         metrics = {f"train_{k}": v for k, v in train_metrics.items()}
         metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
-        metrics.update(epoch=epoch, lr=lr, kl_weight=beta, val_time_s=now - val_started, elapsed_s=now - start)
-        state.epoch = epoch
+        metrics.update(round=round_number, images=images, epochs=images / train_size, lr=lr, kl_weight=beta,
+                       val_time_s=now - val_started, elapsed_s=now - start)
+        state.round = round_number
         state.history.append(metrics)
+        done_here += 1
         if metrics["val_neg_elbo"] < best_val:
             best_val = metrics["val_neg_elbo"]
             if restore_best:
                 best_weights = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
-        if on_epoch is not None and on_epoch(state, metrics):
+        fits = None
+        if deadline is not None:
+            fits = rounds_before(deadline, time.time(), (now - start) / done_here)
+            if plan is not None:
+                plan.fit_to(state.round, state.round + fits)
+        state.scheduler.step()
+        last = fits == 0 or state.round >= min(train_config.rounds, plan.end if plan else train_config.rounds)
+        metrics["last_round"] = last
+        if (on_round is not None and on_round(state, metrics)) or last:
             break
-        if time_budget_s is not None and now - start + (now - last) > time_budget_s:
-            break
-        last = now
     if best_weights is not None:
         state.model.load_state_dict(best_weights)
     return FitResult(state.model, state.history)
 
 
+MODEL_OPTIONS = Arguments(ModelConfig)
+TRAIN_OPTIONS = Arguments(TrainConfig)
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m vae.train",
-        description="Train one LinearVAE and write a checkpoint and a PNG of samples and reconstructions.",
+        description="Train one LinearVAE and write a checkpoint and a PNG of samples and reconstructions. The model "
+        "and training options are the fields of vae.config's ModelConfig and TrainConfig.",
     )
-    parser.add_argument("--latent-width", type=int, default=512, help="hidden layer width (default 512)")
-    parser.add_argument("--reparam-width", type=int, default=64, help="dimension of the code z (default 64)")
-    parser.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
-    parser.add_argument("--batch-size", type=int, default=128, help="minibatch size (default 128)")
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
-    parser.add_argument("--beta", type=float, default=1.0, help="weight of the KL term in the objective (default 1)")
-    parser.add_argument("--depth", type=int, default=1,
-                        help="hidden layers on each side of the bottleneck, 1..3 (default 1: the article's LinearVAE)")
-    parser.add_argument("--conv-channels", type=int, default=0,
-                        help="convolutional stem: 0 none (default: the article's MLP), C: two 4x4 stride-2 "
-                        "convolutions of C and 2C channels before the first hidden layer, their transposes after "
-                        "the last")
-    parser.add_argument("--lr-schedule", default="constant",
-                        help="learning-rate schedule over the epochs: constant or cosine (default constant)")
-    parser.add_argument("--kl-warmup-epochs", type=int, default=0,
-                        help="epochs over which the KL weight rises linearly from 0 to --beta (default 0: none)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for data split, init and noise (default 0)")
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder with the IDX *-ubyte[.gz] files (default: $VAESEARCH_DATA_DIR, else download)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N]")
-    parser.add_argument("--out", default=None, help="output folder (default runs/vae-<latent>-<reparam>)")
+    MODEL_OPTIONS.add_to(parser)
+    TRAIN_OPTIONS.add_to(parser)
+    data = parser.add_argument_group("data and output")
+    data.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
+    data.add_argument("--data-dir", default=None,
+                      help="folder with the IDX *-ubyte[.gz] files (default: $VAESEARCH_DATA_DIR, else download)")
+    data.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N]")
+    data.add_argument("--out", default=None, help="output folder (default runs/vae-<latent>-<reparam>)")
     return parser.parse_args(argv)
 
 
@@ -289,17 +334,17 @@ def main(argv: list[str] | None = None) -> int:
     from vae.class_gaussians import fit_class_gaussians
     from vae.sample import reconstruct, sample_prior, save_grid
 
-    args = _parse_args(argv)
     try:
-        model_config = ModelConfig(args.latent_width, args.reparam_width, depth=args.depth,
-                                   conv_channels=args.conv_channels)
-        train_config = TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
-                                   beta=args.beta, seed=args.seed, lr_schedule=args.lr_schedule,
-                                   warmup_epochs=args.kl_warmup_epochs)
+        args = _parse_args(argv)
+    except SystemExit as exc:  # --help, or one line about a mistake on the command line (OneLineParser)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        model_config = ModelConfig(**MODEL_OPTIONS.values(args))
+        train_config = TrainConfig(**TRAIN_OPTIONS.values(args))
         device = pick_device(args.device)
-        data = load_splits(args.dataset, args.data_dir, seed=args.seed, device=device,
+        data = load_splits(args.dataset, args.data_dir, seed=train_config.seed, device=device,
                            log_fn=lambda m: print(m, file=sys.stderr))
-        out = Path(args.out or f"runs/vae-{args.latent_width}-{args.reparam_width}")
+        out = Path(args.out or f"runs/vae-{model_config.latent_width}-{model_config.reparam_width}")
         try:  # fail on an unusable --out now, not after training
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -307,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DataError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    bar = tqdm(total=train_config.epochs, desc=f"vae {args.latent_width}/{args.reparam_width}", unit="epoch")
+    bar = tqdm(total=train_config.rounds, desc=f"vae {model_config.latent_width}/{model_config.reparam_width}",
+               unit="round")
 
     def show(state: TrainState, metrics: dict[str, float]) -> None:
         bar.set_postfix(train=f"{metrics['train_neg_elbo']:.1f}", val=f"{metrics['val_neg_elbo']:.1f}",
@@ -315,19 +361,19 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(1)
 
     try:
-        result = fit(model_config, train_config, data, device=device, on_epoch=show)
+        result = fit(model_config, train_config, data, device=device, on_round=show)
     except NonFiniteLossError as exc:
         bar.close()
         print(f"error: {exc}; try a smaller --lr", file=sys.stderr)
         return 1
     bar.close()
-    test = evaluate(result.model, data.test.images, seed=args.seed)
+    test = evaluate(result.model, data.test.images, seed=train_config.seed)
     final = dict(result.history[-1], test_neg_elbo=test["neg_elbo"], test_recon=test["recon"], test_kl=test["kl"])
     save_checkpoint(out / "checkpoint", result.model, dataset=args.dataset, metrics=final,
                     train_config=train_config, examples=data.test,
                     class_gaussians=fit_class_gaussians(result.model, data.train.images, data.train.labels,
                                                         len(DATASETS[args.dataset].class_names)))
-    generator = torch.Generator(device=device).manual_seed(args.seed)
+    generator = torch.Generator(device=device).manual_seed(train_config.seed)
     originals = data.test.images[:32]
     images = torch.cat([sample_prior(result.model, 32, generator=generator),
                         originals.view(-1, 1, 28, 28), reconstruct(result.model, originals)])

@@ -66,7 +66,7 @@ def test_no_stem_keeps_the_mlp_and_its_keys():
 def test_a_conv_model_trains_and_round_trips_through_a_checkpoint(tmp_path):
     data = _tiny_data()
     config = ModelConfig(32, 4, conv_channels=4)
-    result = fit(config, TrainConfig(lr=3e-3, epochs=3, batch_size=16), data, device=torch.device("cpu"))
+    result = fit(config, TrainConfig(lr=3e-3, rounds=3, batch_size=16), data, device=torch.device("cpu"))
     assert result.history[-1]["train_neg_elbo"] < result.history[0]["train_neg_elbo"]
     save_checkpoint(tmp_path / "ckpt", result.model, dataset="mnist")
     loaded = load_checkpoint(tmp_path / "ckpt")

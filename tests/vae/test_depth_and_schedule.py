@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def test_parameter_and_flop_counts_match_the_built_model(depth):
 @pytest.mark.parametrize("depth", [2, 3])
 def test_deeper_models_train_and_round_trip_through_a_checkpoint(depth, tmp_path):
     data = _tiny_data()
-    result = fit(ModelConfig(32, 4, depth=depth), TrainConfig(lr=1e-3, epochs=3, batch_size=16), data,
+    result = fit(ModelConfig(32, 4, depth=depth), TrainConfig(lr=1e-3, rounds=3, batch_size=16), data,
                  device=torch.device("cpu"))
     assert result.history[-1]["train_neg_elbo"] < result.history[0]["train_neg_elbo"]
     assert len(result.model.encoder_hidden) == len(result.model.decoder_hidden) == depth - 1
@@ -82,22 +83,22 @@ def test_depth_outside_one_to_three_is_rejected(bad):
 def test_bad_schedule_and_warmup_are_rejected():
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="step")
-    with pytest.raises(ValueError, match="warmup_epochs"):
-        TrainConfig(warmup_epochs=-1)
+    with pytest.raises(ValueError, match="warmup_rounds"):
+        TrainConfig(warmup_rounds=-1)
 
 
 def test_kl_weight_rises_linearly_over_the_warmup_then_stays_at_beta():
-    config = TrainConfig(warmup_epochs=4, beta=1.0)
+    config = TrainConfig(warmup_rounds=4, beta=1.0)
     assert [kl_weight(e, config) for e in range(1, 8)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert [kl_weight(e, TrainConfig()) for e in (1, 2)] == [1.0, 1.0]
-    assert kl_weight(2, TrainConfig(warmup_epochs=2, beta=0.5)) == 0.25
+    assert kl_weight(2, TrainConfig(warmup_rounds=2, beta=0.5)) == 0.25
 
 
 def test_fit_uses_the_warmup_weight_and_reports_the_true_neg_elbo():
     data = _tiny_data()
-    warm = fit(ModelConfig(32, 4), TrainConfig(lr=1e-3, epochs=3, batch_size=16, warmup_epochs=2), data,
+    warm = fit(ModelConfig(32, 4), TrainConfig(lr=1e-3, rounds=3, batch_size=16, warmup_rounds=2), data,
                device=torch.device("cpu"))
-    plain = fit(ModelConfig(32, 4), TrainConfig(lr=1e-3, epochs=3, batch_size=16), data, device=torch.device("cpu"))
+    plain = fit(ModelConfig(32, 4), TrainConfig(lr=1e-3, rounds=3, batch_size=16), data, device=torch.device("cpu"))
     assert [h["kl_weight"] for h in warm.history] == [0.0, 0.5, 1.0]
     # With no KL pressure in epoch 1 the code spreads out: a larger KL than the same run with weight 1.
     assert warm.history[0]["train_kl"] > plain.history[0]["train_kl"]
@@ -109,32 +110,32 @@ def test_fit_uses_the_warmup_weight_and_reports_the_true_neg_elbo():
 def test_cosine_schedule_decays_the_lr_per_epoch_and_constant_keeps_it():
     data = _tiny_data()
     epochs, lr = 5, 1e-3
-    cosine = fit(ModelConfig(16, 2), TrainConfig(lr=lr, epochs=epochs, batch_size=32, lr_schedule="cosine"), data,
+    cosine = fit(ModelConfig(16, 2), TrainConfig(lr=lr, rounds=epochs, batch_size=32, lr_schedule="cosine"), data,
                  device=torch.device("cpu"))
     expected = [lr * (1 + math.cos(math.pi * (e - 1) / epochs)) / 2 for e in range(1, epochs + 1)]
     assert [h["lr"] for h in cosine.history] == pytest.approx(expected)
-    constant = fit(ModelConfig(16, 2), TrainConfig(lr=lr, epochs=3, batch_size=32), data, device=torch.device("cpu"))
+    constant = fit(ModelConfig(16, 2), TrainConfig(lr=lr, rounds=3, batch_size=32), data, device=torch.device("cpu"))
     assert [h["lr"] for h in constant.history] == [lr, lr, lr]
 
 
 def test_restore_best_ends_with_the_best_validation_epoch():
     data = _tiny_data()
     # A large lr on tiny data: validation gets worse after a few epochs, so the best epoch is not the last.
-    result = fit(ModelConfig(64, 8), TrainConfig(lr=3e-2, epochs=8, batch_size=8), data, device=torch.device("cpu"),
+    result = fit(ModelConfig(64, 8), TrainConfig(lr=3e-2, rounds=8, batch_size=8), data, device=torch.device("cpu"),
                  restore_best=True)
     assert evaluate(result.model, data.val.images)["neg_elbo"] == pytest.approx(result.best_val_neg_elbo, rel=1e-5)
-    assert result.best_epoch == min(result.history, key=lambda h: h["val_neg_elbo"])["epoch"]
+    assert result.best_round == min(result.history, key=lambda h: h["val_neg_elbo"])["round"]
 
 
-def test_time_budget_stops_fit_early():
-    result = fit(ModelConfig(16, 2), TrainConfig(epochs=10_000, batch_size=32), _tiny_data(),
-                 device=torch.device("cpu"), time_budget_s=0.5)
+def test_a_deadline_stops_fit_early():
+    result = fit(ModelConfig(16, 2), TrainConfig(rounds=10_000, batch_size=32), _tiny_data(),
+                 device=torch.device("cpu"), deadline=time.time() + 0.5)
     assert 1 <= len(result.history) < 10_000
-    assert result.history[-1]["elapsed_s"] < 5
+    assert result.history[-1]["last_round"] and not any(h["last_round"] for h in result.history[:-1])
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--depth", "4"], "depth"), (["--lr-schedule", "step"], "lr_schedule"), (["--kl-warmup-epochs", "-2"], "warmup"),
+    (["--depth", "4"], "depth"), (["--lr-schedule", "step"], "lr-schedule"), (["--kl-warmup-rounds", "-2"], "warmup"),
 ])
 def test_cli_rejects_bad_depth_schedule_and_warmup_in_one_line(args, fragment, capsys, tmp_path: Path):
     assert main([*args, "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path)]) == 2

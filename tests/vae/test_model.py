@@ -83,7 +83,7 @@ def test_model_config_rejects_bad_widths(kwargs: dict) -> None:
         ModelConfig(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs", [{"lr": 0}, {"batch_size": 0}, {"epochs": 0}, {"beta": -0.1}])
+@pytest.mark.parametrize("kwargs", [{"lr": 0}, {"batch_size": 0}, {"rounds": 0}, {"beta": -0.1}])
 def test_train_config_rejects_bad_values(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         TrainConfig(**kwargs)

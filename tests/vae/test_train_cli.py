@@ -26,7 +26,7 @@ def _run(args: list[str], data_dir: Path, cwd: Path) -> subprocess.CompletedProc
 @pytest.mark.slow
 def test_cli_trains_and_writes_checkpoint_and_png(mnist_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = _run(["--latent-width", "32", "--reparam-width", "4", "--epochs", "1", "--device", "cpu",
+    result = _run(["--latent-width", "32", "--reparam-width", "4", "--rounds", "1", "--device", "cpu",
                    "--out", str(out)], mnist_data_dir, REPO_ROOT)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -34,7 +34,7 @@ def test_cli_trains_and_writes_checkpoint_and_png(mnist_data_dir: Path, tmp_path
     assert "test neg-ELBO" in result.stdout and "nats" in result.stdout
     checkpoint = load_checkpoint(out / "checkpoint")
     assert checkpoint.config.latent_width == 32 and checkpoint.config.reparam_width == 4
-    assert checkpoint.meta["metrics"]["epoch"] == 1
+    assert checkpoint.meta["metrics"]["round"] == 1
     assert 100 < checkpoint.meta["metrics"]["test_neg_elbo"] < 543  # better than an untrained model
     assert checkpoint.examples is not None
     assert checkpoint.class_gaussians is not None and checkpoint.class_gaussians.means.shape == (10, 4)
@@ -57,9 +57,9 @@ def _one_error_line(stderr: str) -> str:
     [
         (["--latent-width", "0"], "latent_width must be a positive integer"),
         (["--reparam-width", "-3"], "reparam_width must be a positive integer"),
-        (["--epochs", "0"], "epochs must be >= 1"),
+        (["--rounds", "0"], "rounds must be a positive integer"),
         (["--lr", "-1"], "lr must be > 0"),
-        (["--batch-size", "0"], "batch_size must be >= 1"),
+        (["--batch-size", "0"], "batch_size must be a positive integer"),
         (["--beta", "-1"], "beta must be >= 0"),
         (["--conv-channels", "65"], "conv_channels must be an integer from 0 to 64"),
         (["--device", "bogus"], "bogus"),

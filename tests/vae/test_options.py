@@ -1,4 +1,4 @@
-"""search.options: command-line options generated from a config dataclass's fields (toy configs here;
+"""vae.options: command-line options generated from a config dataclass's fields (toy configs here;
 SearchConfig's own CLI in test_cli_from_config.py)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import pytest
 
-from search.options import Arguments, option, python_only, resume_overrides, smoke_values
+from vae.options import Arguments, option, python_only, resume_overrides, smoke_values
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ From the field's type hint and default: ``max_epochs: int`` becomes ``--max-epoc
 a ``bool`` that defaults to True becomes a switch ``--no-<name>`` (False: ``--<name>``), a ``Literal`` a
 choice, ``tuple[int, int]`` two values (LOW HIGH), ``tuple[int, ...]`` one or more, ``X | None`` an
 optional X; a field whose type is itself such a dataclass (``SearchConfig.space``) adds its own fields'
-options to its group. Every option's help ends with its default.
+options to its group, and so does a type that lists its own (``cli_options()``, as the search space does from
+the hyperparameter registry). Every option's help ends with its default.
 """
 
 from __future__ import annotations
@@ -18,10 +19,18 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, NoReturn, Union, get_args, get_origin
 
 OPTION = "option"  # the key of a field's Option in its dataclass metadata
 NO_SMOKE = object()  # Option.smoke: --smoke-test leaves the field alone
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake on the command line is one line on stderr and exit status 2 (argparse would print
+    the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see --help)\n")
 
 
 @dataclass(frozen=True)
@@ -88,16 +97,15 @@ class Arguments:
                 continue
             if opt.group is None:
                 raise TypeError(f"field {f.name}: a command-line option needs a group")
-            if dataclasses.is_dataclass(hint):
+            nested = _nested_options(hint)
+            if nested is not None:
                 self.nested[f.name] = hint
                 self.items.append(_argument(f.name, f.name, f.name, opt, str, _default(f)))
-                sub_hints = typing.get_type_hints(hint)
-                for sub in dataclasses.fields(hint):
-                    sub_opt = option_of(sub)
+                for sub_name, sub_opt, sub_hint, sub_default in nested:
                     if sub_opt.cli:
                         sub_opt = dataclasses.replace(sub_opt, group=sub_opt.group or opt.group)
-                        self.items.append(_argument(sub.name, f.name, f"{f.name}.{sub.name}", sub_opt,
-                                                    sub_hints[sub.name], _default(sub)))
+                        self.items.append(_argument(sub_name, f.name, f"{f.name}.{sub_name}", sub_opt, sub_hint,
+                                                    sub_default))
             else:
                 self.items.append(_argument(f.name, f.name, f.name, opt, hint, _default(f)))
 
@@ -141,7 +149,8 @@ class Arguments:
         for name, changes in nested.items():
             if changes:
                 base = values.get(name, self.nested[name]())
-                values[name] = dataclasses.replace(base, **changes)
+                values[name] = base.replace(**changes) if hasattr(base, "replace") else \
+                    dataclasses.replace(base, **changes)
         return values
 
 
@@ -153,6 +162,17 @@ def smoke_values(cls: type) -> dict[str, Any]:
 def resume_overrides(cls: type) -> tuple[str, ...]:
     """The fields of ``cls`` that --resume takes from this run (the experiment keeps its own of the rest)."""
     return tuple(f.name for f in dataclasses.fields(cls) if option_of(f).resume)
+
+
+def _nested_options(hint: Any) -> list[tuple[str, Option, Any, Any]] | None:
+    """The options of a nested config type: (name, Option, type hint, default) of each field of a config
+    dataclass, or what a type with ``cli_options()`` (search.space.SearchSpace) declares; None otherwise."""
+    if isinstance(hint, type) and hasattr(hint, "cli_options"):
+        return hint.cli_options()
+    if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
+        return None
+    hints = typing.get_type_hints(hint)
+    return [(f.name, option_of(f), hints[f.name], _default(f)) for f in dataclasses.fields(hint)]
 
 
 def _default(f: Field) -> Any:
