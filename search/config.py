@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from search.layout import DEFAULT_STORAGE
-from search.options import option, python_only, resume_overrides, smoke_values
 from search.space import ARTICLE_GRID, SearchSpace, SpaceError
 from search.tracking import default_wandb_mode
 from vae.data import DATA_DIR_ENV, DATASETS
+from vae.options import option, python_only, resume_overrides, smoke_values
 
 Searcher = Literal["tpe", "random", "grid"]
 WandbMode = Literal["online", "offline", "disabled"]
@@ -28,6 +28,10 @@ DEFAULT_TRIALS = 20
 # 2 CPU cores even when the sampler draws many large models. Trials still running at the budget are stopped
 # and the search exports what it has.
 DEFAULT_TIME_BUDGET_S = 450.0
+# The export's IWAE bound costs k decoder passes per test image, so it runs on as many test images as fit in a
+# share of the search's time (at least 100 images), and says how precise that mean is.
+IWAE_SHARE = 0.05
+DEFAULT_IWAE_S = 30.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # The sections of the CLI's help, in the order their first field appears.
@@ -65,7 +69,7 @@ def is_uri(path: str) -> bool:
     return "://" in str(path)
 
 
-# Command-line values -> field values (search.options' Option.parse).
+# Command-line values -> field values (vae.options' Option.parse).
 
 def _zero_is_none(seconds: float) -> float | None:
     return None if seconds == 0 else seconds
@@ -93,21 +97,25 @@ def _storage_folder(storage: str) -> str:
 class SearchConfig:
     """All options of one search. Paths are absolute (or a URI for ``storage``) once validated.
 
-    Each field declares its command-line option (search.options): ``python -m search.run`` is derived
+    Each field declares its command-line option (vae.options): ``python -m search.run`` is derived
     from these fields, so a new option is one field here."""
 
     trials: int | None = option(None, group=SEARCH, help="trials in total", resume=True, smoke=4,
                                 shown_default=f"{DEFAULT_TRIALS}; with --resume: the experiment's own number, "
                                 "a larger value extends it")
-    # Good models here still improve at 100 epochs; ASHA stops the rest early.
-    max_epochs: int = option(100, group=SEARCH, help="most epochs per trial; ASHA stops poor trials earlier",
-                             smoke=2)
-    # ASHA's rungs: grace_period * reduction_factor**k epochs (10, 30, 90 by default).
-    grace_period: int = option(10, group=SEARCH, help="epochs every trial runs before ASHA may stop it", smoke=1)
+    max_rounds: int = option(
+        300, group=SEARCH, smoke=2,
+        help="most rounds a trial trains (ASHA's max_t); a round is --round-images training images. ASHA stops poor "
+        "trials earlier, and with a time budget a trial's learning rate anneals to end by the deadline")
+    grace_period: int = option(10, group=SEARCH, smoke=1,
+                               help="rounds every trial trains before ASHA may stop it; ASHA's rungs are at "
+                               "grace_period x reduction_factor**k rounds (10, 30, 90, 270)")
     reduction_factor: int = python_only(3, help="ASHA: keep the top 1/reduction_factor at each rung", smoke=2)
     time_budget_s: float | None = option(  # None: no limit (0 on the command line)
         DEFAULT_TIME_BUDGET_S, group=SEARCH, flag="--time-budget", metavar="SECONDS", parse=_zero_is_none,
-        help="stop the search after this many seconds (Tune's time_budget_s) and export what it found; 0: no limit")
+        resume=True,
+        help="train for at most this many seconds, then export what the search found: trials anneal their learning "
+        "rate to end by then; 0: no limit; with --resume, counted from the resume")
     max_concurrent: int = option(4, group=SEARCH, help="trials running at once; also bounded by resources", smoke=2)
     searcher: Searcher = option(
         "tpe", group=SEARCH,
@@ -142,6 +150,13 @@ class SearchConfig:
                                 "running it in a finished trial's")
 
     dataset: str = option("mnist", group=DATA, help=f"one of: {', '.join(DATASETS)}")
+    round_images: int = option(
+        8000, group=DATA, metavar="N",
+        help="training images per round: a trial is validated and reports after each round, so that budgets mean "
+        "the same work on any data set size (8000: one epoch of the offline MNIST split, 0.15 of Fashion-MNIST's "
+        "54,000)")
+    val_images: int = python_only(2000, help="validation images a trial is judged on after each round (the first "
+                                  "of the validation split; all of them when there are fewer)")
     data_dir: str | None = option(
         None, group=DATA, parse=_absolute_path,
         help="folder with the IDX *-ubyte[.gz] files; it must exist at the same path on every node",
@@ -170,11 +185,15 @@ class SearchConfig:
     # checkpoint, and --resume failed that trial ("does not exist on storage anymore").
     keep_checkpoints: int = python_only(2, help="per trial, the best by val_neg_elbo (CheckpointConfig.num_to_keep)")
     checkpoint_every: int | None = python_only(
-        None, help="epochs between writes of a trial's best epoch (None: grace_period)")
-    iwae_k: int = option(1000, group=RESULTS, resume=True, metavar="K",
-                         help="importance samples per test image of the best model's IWAE bound; its cost is "
-                         "k x test images decoder passes (about 1 min for 1000 x 1000 with the convolutional "
-                         "stem on 2 cores)")
+        None, help="rounds between writes of a trial's best round (None: grace_period); it is also written at each "
+        "rung and at the trial's last round")
+    iwae_k: int = option(200, group=RESULTS, resume=True, metavar="K",
+                         help="importance samples per test image of the best model's IWAE bound, reported with its "
+                         "standard error over the test images that fit in --iwae-seconds (k decoder passes each)")
+    iwae_seconds: float | None = option(
+        None, group=RESULTS, resume=True, metavar="SECONDS",
+        help="the most the export's IWAE bound may take; it is averaged over as many test images as fit",
+        shown_default=f"{IWAE_SHARE:.0%} of the time budget, {DEFAULT_IWAE_S:g} s without one")
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str, *names: str) -> None:
@@ -186,14 +205,19 @@ class SearchConfig:
             need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                  f"{name} must be a positive integer, got {value!r}", name)
 
-        for name in ("max_epochs", "grace_period", "max_concurrent", "cpus_per_trial", "keep_checkpoints", "iwae_k"):
+        for name in ("max_rounds", "grace_period", "max_concurrent", "cpus_per_trial", "keep_checkpoints", "iwae_k",
+                     "round_images", "val_images"):
             positive_int(name)
         for name in ("trials", "num_cpus", "checkpoint_every"):
             if getattr(self, name) is not None:
                 positive_int(name)
-        need(self.grace_period <= self.max_epochs,
-             f"grace_period ({self.grace_period}) must not exceed max_epochs ({self.max_epochs})",
-             "grace_period", "max_epochs")
+        need(self.iwae_seconds is None or (isinstance(self.iwae_seconds, (int, float))
+                                           and not isinstance(self.iwae_seconds, bool)
+                                           and math.isfinite(self.iwae_seconds) and self.iwae_seconds > 0),
+             f"iwae_seconds must be a positive number of seconds, got {self.iwae_seconds!r}", "iwae_seconds")
+        need(self.grace_period <= self.max_rounds,
+             f"grace_period ({self.grace_period}) must not exceed max_rounds ({self.max_rounds})",
+             "grace_period", "max_rounds")
         budget = self.time_budget_s
         need(budget is None or (isinstance(budget, (int, float)) and not isinstance(budget, bool)
                                 and math.isfinite(budget) and budget > 0),
@@ -238,6 +262,23 @@ class SearchConfig:
         if self.searcher == "grid":
             return len(self.grid)
         return DEFAULT_TRIALS if self.trials is None else self.trials
+
+    @property
+    def iwae_budget_s(self) -> float:
+        """Seconds the export's IWAE may take (``iwae_seconds``, else a share of the time budget)."""
+        if self.iwae_seconds is not None:
+            return float(self.iwae_seconds)
+        return max(10.0, IWAE_SHARE * self.time_budget_s) if self.time_budget_s else DEFAULT_IWAE_S
+
+    @property
+    def rungs(self) -> tuple[int, ...]:
+        """The rounds where ASHA judges trials (grace_period x reduction_factor**k below max_rounds, by
+        the formula Ray's ASHAScheduler uses), where a trial writes its checkpoint; () without ASHA."""
+        if not self.early_stopping:
+            return ()
+        count = int(math.log(self.max_rounds / self.grace_period) / math.log(self.reduction_factor) + 1)
+        milestones = (self.grace_period * self.reduction_factor**k for k in range(count))
+        return tuple(m for m in milestones if m < self.max_rounds)
 
     @property
     def warm_start_points(self) -> list[dict[str, Any]]:

@@ -3,6 +3,8 @@
 Kept free of Ray imports so that `serve/` can read an experiment without loading Ray.
 
     <storage>/<name>/                  Ray Tune's experiment folder (restorable with --resume)
+    <storage>/<name>/live.json         the search's live status, while it runs and after (search.live)
+    <storage>/<name>/vaesearch_search.json   this run's trial total, deadline and config (search.budget)
     <storage>/<name>/best/             the export, written by the driver when the search ends:
         model.safetensors, checkpoint.json   the best trial's model (vae.checkpoint format)
         leaderboard.json, leaderboard.csv    every trial, best first (LEADERBOARD_FIELDS); leaderboard.json is
@@ -18,7 +20,10 @@ import json
 import math
 from pathlib import Path
 
+from search.hyperparams import NAMES
+
 DEFAULT_STORAGE = Path("results")  # relative to the working directory; made absolute before Ray sees it
+BUDGET_FILE = "vaesearch_search.json"  # the run's trial total, deadline and config (search.budget)
 BEST_DIR = "best"
 TRIALS_DIR = "trials"
 LEADERBOARD_JSON = "leaderboard.json"
@@ -26,13 +31,13 @@ LEADERBOARD_CSV = "leaderboard.csv"
 # {"method": ..., "objective": ..., "trials": <how many>, "importances": {<hyperparameter>: <importance>, ...}}
 IMPORTANCE_JSON = "importance.json"
 
-# One row per trial in leaderboard.json / .csv, sorted by best_val_neg_elbo (failed trials last).
-# `checkpoint` is a path relative to best/ (e.g. "trials/<trial_id>") or null when the trial left none.
+# One row per trial that reported (search.leaderboard), sorted by best_val_neg_elbo (failed trials last): its
+# status (search.live.STATUSES), its value of each hyperparameter (search.hyperparams), where it came from
+# ("known point: <name>", "searcher" or "grid"). `checkpoint` is a path relative to best/ (e.g.
+# "trials/<trial_id>") or null when the trial left none.
 LEADERBOARD_FIELDS = (
-    "rank", "trial_id", "status", "is_best", "latent_width", "reparam_width", "depth", "conv_channels", "lr",
-    "lr_schedule", "kl_warmup_epochs", "batch_size", "best_val_neg_elbo", "last_val_neg_elbo", "epochs", "best_epoch",
-    "time_s", "parameters", "val_active_units",
-    "node", "error", "checkpoint",
+    "rank", "trial_id", "status", "is_best", "origin", *NAMES, "best_val_neg_elbo", "last_val_neg_elbo", "rounds",
+    "best_round", "images", "epochs", "time_s", "parameters", "val_active_units", "node", "error", "checkpoint",
 )
 
 

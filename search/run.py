@@ -3,7 +3,7 @@ rate and its schedule, KL warm-up (and batch size) with Ray Tune + Optuna TPE + 
 model.
 
 This module only parses and validates the arguments (one line and exit status 2 for a mistake) and
-calls ``search.tuner.run_search``. Its options are SearchConfig's fields (search.options derives a flag,
+calls ``search.tuner.run_search``. Its options are SearchConfig's fields (vae.options derives a flag,
 its help and default, and how --resume and --smoke-test treat it from each field), plus --smoke-test
 and the web app's --serve and --serve-port.
 """
@@ -15,25 +15,18 @@ import dataclasses
 import subprocess
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 from search.config import RESUME_OVERRIDES, SMOKE_TEST, ConfigError, SearchConfig
-from search.options import Arguments
 from search.space import SpaceError
+from vae.options import Arguments, OneLineParser
 
 APP_WAIT_S = 1800  # --serve: how long the app waits for the search's first trial checkpoint
 OPTIONS = Arguments(SearchConfig)  # one option per field of SearchConfig and of its search space
 FLAGS = OPTIONS.flags  # field -> flag, for errors
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One line on stderr and exit status 2 (argparse would print the whole usage first)."""
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m search.run",
         description="Search VAE hyperparameters with Ray Tune: Optuna TPE (first evaluating three known "
         "points: a convolutional recipe, the article's best 512/64 at lr 3e-4 and pytorch/examples' VAE 400/20 "
@@ -58,15 +51,15 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
     """Validate the arguments into a SearchConfig (raises ConfigError / SpaceError with one line).
 
     --smoke-test presets SMOKE_TEST's fields (a flag given wins; with --resume, the fields --resume takes
-    from this run keep the experiment's own value), and a --max-epochs below the default grace period
+    from this run keep the experiment's own value), and a --max-rounds below the default grace period
     lowers the grace period with it."""
     presets = dict(SMOKE_TEST) if args.smoke_test else {}
     if args.resume:
         presets = {name: value for name, value in presets.items() if name not in RESUME_OVERRIDES}
     values = OPTIONS.values(args, presets)
-    if "max_epochs" in values and "grace_period" not in values:
+    if "max_rounds" in values and "grace_period" not in values:
         grace = next(f.default for f in dataclasses.fields(SearchConfig) if f.name == "grace_period")
-        values["grace_period"] = min(grace, values["max_epochs"])
+        values["grace_period"] = min(grace, values["max_rounds"])
     return SearchConfig(**values)
 
 
@@ -116,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --serve needs a local --storage" if config.storage_is_uri else
               f"error: --serve-port is out of range: {args.serve_port}", file=sys.stderr)
         return 2
-    from search.tuner import SearchError, SearchInterrupted, default_name, latest_restorable, run_search
+    from search.tuner import NoResults, SearchError, SearchInterrupted, default_name, latest_restorable, run_search
 
     app = None
     try:
@@ -130,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         except SearchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except NoResults as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         except SearchInterrupted as exc:
             print(str(exc), file=sys.stderr)
             return 130

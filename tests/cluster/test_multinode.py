@@ -95,12 +95,12 @@ def names_by_prefix(ids: dict[str, str]) -> dict[str, str]:
 def test_search_spans_two_nodes(ray_cluster: LocalRayCluster, tmp_path: Path) -> None:
     ids = ray_cluster.node_ids()
     storage = tmp_path / "storage"
-    run_search(ray_cluster, search_command(ray_cluster, storage, "spread", "--max-epochs", "2", "--no-reuse-actors",
+    run_search(ray_cluster, search_command(ray_cluster, storage, "spread", "--max-rounds", "2", "--no-reuse-actors",
                                            "--latent-width", "16", "512", "--reparam-width", "2", "64"))
 
     experiment = storage / "spread"
     rows = assert_export_complete(experiment, trials=4)
-    assert all(r["status"] == "TERMINATED" and r["epochs"] == 2 for r in rows)
+    assert all(r["status"] == "FINISHED" and r["rounds"] == 2 for r in rows)
     by_prefix = names_by_prefix(ids)
     placed = {by_prefix[r["node"].rsplit("/", 1)[1]] for r in rows}
     assert placed == {"node_a", "node_b"}  # never the head: it has no CPU to give
@@ -132,7 +132,7 @@ def wait_for_checkpointed_trial_on(experiment: Path, node_id: str, process: subp
     raise TimeoutError(f"no trial reported a checkpoint from node {node_id[:8]} within {timeout}s")
 
 
-LOSS_EPOCHS = 10
+LOSS_ROUNDS = 10
 
 
 def test_a_trial_on_a_lost_node_resumes_from_its_checkpoint_on_the_other(ray_cluster: LocalRayCluster,
@@ -140,10 +140,10 @@ def test_a_trial_on_a_lost_node_resumes_from_its_checkpoint_on_the_other(ray_clu
     ids = ray_cluster.node_ids()
     storage = tmp_path / "storage"
     experiment = storage / "node-loss"
-    # Wider models and more epochs than above, so that a trial is still running when its node dies;
-    # --grace-period 1: trials write their best epoch as a checkpoint every epoch (by default once per
+    # Wider models and more rounds than above, so that a trial is still running when its node dies;
+    # --grace-period 1: trials write their best round as a checkpoint every round (by default once per
     # ASHA rung), so the interrupted trial has a checkpoint to be restarted from.
-    command = search_command(ray_cluster, storage, "node-loss", "--max-epochs", str(LOSS_EPOCHS),
+    command = search_command(ray_cluster, storage, "node-loss", "--max-rounds", str(LOSS_ROUNDS),
                              "--no-early-stopping", "--grace-period", "1", "--depth", "1", "1",
                              "--latent-width", "512", "1024", "--reparam-width", "8", "64")
     log = tmp_path / "search.log"
@@ -165,23 +165,23 @@ def test_a_trial_on_a_lost_node_resumes_from_its_checkpoint_on_the_other(ray_clu
 
     rows = assert_export_complete(experiment, trials=4)
     reports = trial_reports(experiment, victim)
-    trace = [(r["epoch"], names_by_prefix(ids).get(r["node_id"][:8]), r.get("resumed_from_epoch")) for r in reports]
-    seen = f"(epoch, node, resumed_from_epoch) of each report of trial {victim}: {trace}"
+    trace = [(r["round"], names_by_prefix(ids).get(r["node_id"][:8]), r.get("resumed_from_round")) for r in reports]
+    seen = f"(round, node, resumed_from_round) of each report of trial {victim}: {trace}"
     on_b = [r for r in reports if r["node_id"] == ids["node_b"]]
     on_a = [r for r in reports if r["node_id"] == ids["node_a"]]
     # The interrupted trial ran first on node_b from scratch, then only on node_a, from the checkpoint it had
-    # written on node_b (resumed_from_epoch: the epoch of the checkpoint a trial started from, 0 when fresh).
+    # written on node_b (resumed_from_round: the round of the checkpoint a trial started from, 0 when fresh).
     assert on_b and on_a and reports == on_b + on_a, seen
-    assert all(r.get("resumed_from_epoch") == 0 for r in on_b), seen
-    resumed_from = on_a[0].get("resumed_from_epoch")
-    assert isinstance(resumed_from, int) and 1 <= resumed_from <= on_b[-1]["epoch"], seen
-    assert all(r.get("resumed_from_epoch") == resumed_from for r in on_a), seen
-    assert [r["epoch"] for r in on_a] == list(range(resumed_from + 1, LOSS_EPOCHS + 1)), seen
+    assert all(r.get("resumed_from_round") == 0 for r in on_b), seen
+    resumed_from = on_a[0].get("resumed_from_round")
+    assert isinstance(resumed_from, int) and 1 <= resumed_from <= on_b[-1]["round"], seen
+    assert all(r.get("resumed_from_round") == resumed_from for r in on_a), seen
+    assert [r["round"] for r in on_a] == list(range(resumed_from + 1, LOSS_ROUNDS + 1)), seen
     row = next(r for r in rows if r["trial_id"] == victim)
-    assert row["status"] == "TERMINATED" and row["epochs"] == LOSS_EPOCHS, row
+    assert row["status"] == "FINISHED" and row["rounds"] == LOSS_ROUNDS, row
     assert row["node"].endswith("/" + ids["node_a"][:8])
     # Nothing ran on node_b once it was gone (Tune's timestamps are whole seconds); every other trial finished.
     late_on_b = [(t, trial) for trial, history in node_history(experiment).items()
                  for t, node in history if node == ids["node_b"] and t > killed_at + 1]
     assert late_on_b == []
-    assert all(r["status"] == "TERMINATED" for r in rows if r["trial_id"] != victim), rows
+    assert all(r["status"] == "FINISHED" for r in rows if r["trial_id"] != victim), rows

@@ -9,12 +9,13 @@ import dataclasses
 import pytest
 
 from search.config import RESUME_OVERRIDES, SEARCH, SMOKE_TEST, ConfigError, SearchConfig
-from search.options import Arguments, option, option_of
+from search.hyperparams import NAMES
 from search.run import FLAGS, OPTIONS, build_parser, config_from_args, main, resume_ignored
 from search.space import SearchSpace
+from vae.options import Arguments, option, option_of
 
 # A value each option accepts, for fields whose default is None (the others use their default).
-SAMPLES = {"trials": "3", "address": "auto", "num_cpus": "2", "name": "exp", "data_dir": "."}
+SAMPLES = {"trials": "3", "address": "auto", "num_cpus": "2", "name": "exp", "data_dir": ".", "iwae_seconds": "5"}
 
 
 def _argv(argument, tmp_path) -> list[str]:
@@ -27,8 +28,10 @@ def _argv(argument, tmp_path) -> list[str]:
         return [argument.flag, str(path)]
     if argument.field in SAMPLES:
         return [argument.flag, SAMPLES[argument.field]]
-    holder = SearchSpace if argument.top == "space" else SearchConfig
-    default = next(f for f in dataclasses.fields(holder) if f.name == argument.field).default
+    if argument.top == "space":
+        default = SearchSpace()[argument.field]
+    else:
+        default = next(f for f in dataclasses.fields(SearchConfig) if f.name == argument.field).default
     values = default if isinstance(default, tuple) else (default,)
     return [argument.flag, *(format(v, "g") if isinstance(v, float) else str(v) for v in values)]
 
@@ -51,7 +54,7 @@ def test_every_field_has_a_flag_or_is_python_only():
             assert f.name not in FLAGS
     assert python_only and not python_only & set(FLAGS)
     space_flags = {a.field for a in OPTIONS.items if a.top == "space" and a.field != "space"}
-    assert space_flags == {f.name for f in dataclasses.fields(SearchSpace)}
+    assert space_flags == set(NAMES)  # one option per hyperparameter of the registry
 
 
 def test_help_lists_every_option_with_its_default(capsys):
@@ -65,9 +68,11 @@ def test_help_lists_every_option_with_its_default(capsys):
     for action in build_parser()._actions:
         if action.option_strings and action.nargs != 0:  # every option that takes a value
             assert "(default " in action.help, action.option_strings
-    for fragment in ("--max-epochs MAX_EPOCHS most epochs per trial; ASHA stops poor trials earlier (default 100)",
-                     "--time-budget SECONDS", "0: no limit (default 450)", "--latent-width LOW HIGH",
-                     "(default 16 1024)", "--lr LOW HIGH Adam learning rate range (default 0.0001 0.03)",
+    for fragment in ("--max-rounds MAX_ROUNDS most rounds a trial trains (ASHA's max_t)", "(default 300)",
+                     "--round-images N training images per round", "(default 8000)",
+                     "--time-budget SECONDS", "0: no limit; with --resume, counted from the resume (default 450)",
+                     "--latent-width LOW HIGH",
+                     "(default 32 1024)", "--lr LOW HIGH AdamW learning rate range (default 0.0002 0.004)",
                      "--batch-sizes B [B ...]", "--lr-schedules S [S ...]", "--verbose {0,1,2}",
                      "--searcher {tpe,random,grid}", "--wandb-mode {online,offline,disabled}", "(default results/)",
                      "--no-warm-start", "--no-early-stopping", "--smoke-test", "--serve-port SERVE_PORT"):
@@ -87,7 +92,7 @@ def test_a_new_field_is_a_new_option():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("trials", 0), ("max_epochs", 0), ("grace_period", 0), ("max_concurrent", -1), ("cpus_per_trial", 0),
+    ("trials", 0), ("max_rounds", 0), ("grace_period", 0), ("max_concurrent", -1), ("cpus_per_trial", 0),
     ("num_cpus", 0), ("time_budget_s", -5.0), ("gpus_per_trial", -1.0), ("seed", -1), ("dataset", "cifar10"),
     ("name", "a/b"), ("wandb_project", ""), ("address", " "), ("iwae_k", 0),
 ])
@@ -104,8 +109,8 @@ def test_errors_name_the_field_in_python_and_the_flag_on_the_command_line(field,
 
 
 def test_an_error_about_two_fields_names_both_flags(capsys, tmp_path):
-    assert main(["--max-epochs", "2", "--grace-period", "3", "--storage", str(tmp_path)]) == 2
-    assert _one_line_error(capsys) == "error: --grace-period (3) must not exceed --max-epochs (2)"
+    assert main(["--max-rounds", "2", "--grace-period", "3", "--storage", str(tmp_path)]) == 2
+    assert _one_line_error(capsys) == "error: --grace-period (3) must not exceed --max-rounds (2)"
 
 
 def test_renaming_leaves_quoted_values_and_other_fields_alone():
@@ -117,12 +122,12 @@ def test_renaming_leaves_quoted_values_and_other_fields_alone():
 def test_smoke_test_is_the_fields_smoke_values():
     assert SMOKE_TEST == {f.name: option_of(f).smoke for f in dataclasses.fields(SearchConfig)
                           if f.name in SMOKE_TEST}
-    assert SMOKE_TEST["max_epochs"] == 2 and SMOKE_TEST["reduction_factor"] == 2  # a Python-only field too
+    assert SMOKE_TEST["max_rounds"] == 2 and SMOKE_TEST["reduction_factor"] == 2  # a Python-only field too
     config = config_from_args(build_parser().parse_args(["--smoke-test", "--wandb-mode", "disabled"]))
     assert all(getattr(config, name) == value for name, value in SMOKE_TEST.items())
     resumed = config_from_args(build_parser().parse_args(["--smoke-test", "--resume"]))
     assert resumed.trials is None  # the experiment's own number
-    assert resumed.max_epochs == SMOKE_TEST["max_epochs"]
+    assert resumed.max_rounds == SMOKE_TEST["max_rounds"]
 
 
 def test_resume_notes_exactly_the_flags_of_the_fields_it_does_not_override(tmp_path):
@@ -135,18 +140,18 @@ def test_resume_notes_exactly_the_flags_of_the_fields_it_does_not_override(tmp_p
         overridden = argument.top in RESUME_OVERRIDES
         assert ignored == ([] if overridden else [argument.flag]), argument.flag
         noted.update(ignored)
-    assert {"--max-epochs", "--time-budget", "--space", "--latent-width", "--lr", "--batch-sizes",
-            "--searcher", "--seed"} <= noted
-    assert not {"--trials", "--address", "--num-cpus", "--storage", "--name", "--verbose", "--resume"} & noted
+    assert {"--max-rounds", "--space", "--latent-width", "--lr", "--batch-sizes", "--searcher", "--seed"} <= noted
+    assert not {"--trials", "--address", "--num-cpus", "--storage", "--name", "--verbose", "--resume",
+                "--time-budget"} & noted
     assert resume_ignored(parser.parse_args(["--resume", "--smoke-test"])) == ["--smoke-test"]
 
 
 def test_resumed_takes_the_overridable_fields_from_this_run_and_the_rest_from_the_experiment():
-    original = SearchConfig(max_epochs=5, grace_period=1, seed=3, address="head:6379", num_cpus=8, verbose=2,
+    original = SearchConfig(max_rounds=5, grace_period=1, seed=3, address="head:6379", num_cpus=8, verbose=2,
                             storage="/old", name="exp", space=SearchSpace(batch_size=(64,)))
-    run = SearchConfig(resume=True, max_epochs=70, seed=9, num_cpus=2, verbose=0, storage="/new", name="exp")
+    run = SearchConfig(resume=True, max_rounds=70, seed=9, num_cpus=2, verbose=0, storage="/new", name="exp")
     resumed = run.resumed(original, trials=12)
     for name in RESUME_OVERRIDES:
         assert getattr(resumed, name) == (12 if name == "trials" else getattr(run, name)), name
-    assert (resumed.max_epochs, resumed.seed, resumed.space) == (5, 3, original.space)
+    assert (resumed.max_rounds, resumed.seed, resumed.space) == (5, 3, original.space)
     assert resumed.address is None and resumed.resume

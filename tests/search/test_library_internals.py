@@ -13,7 +13,7 @@ from ray.tune.search.optuna import OptunaSearch
 from search import library_internals
 from search.config import SearchConfig
 from search.library_internals import LibraryInternalsError, base_searcher, optuna_study, resolve_ray_address
-from search.tuner import TrialBudget, build_searcher
+from search.searcher import TrialBudget, build_searcher
 
 
 def test_optuna_study_is_the_searchers_live_study(tmp_path: Path) -> None:

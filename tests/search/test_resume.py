@@ -18,12 +18,13 @@ from typing import TypeVar
 import optuna
 import pytest
 
-from search.export import TERMINATED
-from search.tuner import STUDY_FILE
+from search.live import FINISHED
+from search.searcher import STUDY_FILE
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-EPOCHS = 2
+ROUNDS = 2
+TUNE_TERMINATED = "TERMINATED"  # Tune's own status of a trial that ended, in its experiment state
 T = TypeVar("T")
 
 
@@ -99,12 +100,12 @@ def _recorded_statuses(experiment: Path) -> dict[str, str]:
     return {str(t["trial_id"]): str(t["status"]) for t in trials}
 
 
-def _reported_epochs(experiment: Path) -> dict[str, list[int]]:
-    """trial_id -> the epochs of every result Tune recorded for it (result.json)."""
+def _reported_rounds(experiment: Path) -> dict[str, list[int]]:
+    """trial_id -> the rounds of every result Tune recorded for it (result.json)."""
     reported = {}
     for results in experiment.glob("trial_*/result.json"):
         lines = [json.loads(line) for line in results.read_text().splitlines() if line.endswith("}")]
-        reported[results.parent.name.removeprefix("trial_")] = [int(r.get("epoch", 0)) for r in lines]
+        reported[results.parent.name.removeprefix("trial_")] = [int(r.get("round", 0)) for r in lines]
     return reported
 
 
@@ -124,7 +125,7 @@ def test_sigkilled_search_resumes_with_every_trial_and_the_tpe_state(data_dir, t
     common = ["--storage", str(storage), "--name", "exp", "--data-dir", data_dir, "--num-cpus", "2",
               "--wandb-mode", "disabled", "--verbose", "0"]
     first_log = tmp_path / "first.log"
-    first = _start([*common, "--trials", "4", "--max-epochs", str(EPOCHS), "--grace-period", "1",
+    first = _start([*common, "--trials", "4", "--max-rounds", str(ROUNDS), "--grace-period", "1",
                     "--max-concurrent", "2",
                     # wide enough that, with Tune reusing actors, the other trials are still running when the
                     # first one finishes and the driver is killed
@@ -135,7 +136,7 @@ def test_sigkilled_search_resumes_with_every_trial_and_the_tpe_state(data_dir, t
         def finished_while_running() -> dict[str, str]:
             assert first.poll() is None, "the search ended before it could be killed:\n" + first_log.read_text()[-3000:]
             statuses = _recorded_statuses(experiment)
-            return statuses if TERMINATED in statuses.values() else {}
+            return statuses if TUNE_TERMINATED in statuses.values() else {}
 
         at_kill = _wait_for("the experiment state to record a finished trial", finished_while_running, 300, first_log)
         writers = _ray_writers(first.pid)
@@ -156,18 +157,18 @@ def test_sigkilled_search_resumes_with_every_trial_and_the_tpe_state(data_dir, t
         _kill_group(first)
 
     assert "restored searcher state: OptunaSearch with TPESampler" in text
-    assert f"4 trials, searcher tpe, max {EPOCHS} epochs" in text  # the experiment's own settings, not the defaults
+    assert f"4 trials, searcher tpe, at most {ROUNDS} rounds" in text  # the experiment's own settings, not the defaults
     rows = json.loads((experiment / "best" / "leaderboard.json").read_text())
     assert len(rows) == 4 and len({r["trial_id"] for r in rows}) == 4, rows
-    unfinished = [r for r in rows if r["status"] != TERMINATED or r["epochs"] != EPOCHS]
-    reported = _reported_epochs(experiment)
+    unfinished = [r for r in rows if r["status"] != FINISHED or r["rounds"] != ROUNDS]
+    reported = _reported_rounds(experiment)
     assert not unfinished, (
-        f"after the resume, trials that did not finish their {EPOCHS} epochs (status when killed: {at_kill}):\n"
-        + "\n".join(f"  {r['trial_id']}: status {r['status']}, epochs {r['epochs']}, error {r['error']!r}, "
-                    f"checkpoint {r['checkpoint']}, reported epochs {reported.get(r['trial_id'])}, "
+        f"after the resume, trials that did not finish their {ROUNDS} rounds (status when killed: {at_kill}):\n"
+        + "\n".join(f"  {r['trial_id']}: status {r['status']}, rounds {r['rounds']}, error {r['error']!r}, "
+                    f"checkpoint {r['checkpoint']}, reported rounds {reported.get(r['trial_id'])}, "
                     f"status when killed {at_kill.get(r['trial_id'])}" for r in unfinished)
         + f"\nresume log:\n{text[-3000:]}")
-    finished_before = {t for t, status in at_kill.items() if status == TERMINATED}
+    finished_before = {t for t, status in at_kill.items() if status == TUNE_TERMINATED}
     assert finished_before <= {r["trial_id"] for r in rows}
     assert _study_states(experiment) == {"COMPLETE": 4}
 

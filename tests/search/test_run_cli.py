@@ -16,7 +16,7 @@ def _one_line_error(capsys) -> str:
 
 @pytest.mark.parametrize("argv, fragment", [
     (["--trials", "0"], "--trials must be a positive integer"),
-    (["--max-epochs", "0"], "--max-epochs"),
+    (["--max-rounds", "0"], "--max-rounds"),
     (["--lr", "0.1", "0.001"], "lr bounds"),
     (["--latent-width", "64", "16"], "latent_width bounds"),
     (["--dataset", "cifar10"], "unknown --dataset"),
@@ -61,11 +61,11 @@ def test_missing_data_dir_exits_2(capsys, tmp_path):
 
 
 def test_smoke_test_preset_and_explicit_flags(tmp_path):
-    args = build_parser().parse_args(["--smoke-test", "--max-epochs", "3", "--storage", str(tmp_path),
+    args = build_parser().parse_args(["--smoke-test", "--max-rounds", "3", "--storage", str(tmp_path),
                                       "--wandb-mode", "disabled", "--batch-sizes", "128"])
     config = config_from_args(args)
-    assert (config.trials, config.max_epochs, config.max_concurrent) == (4, 3, 2)
-    assert config.space.batch_size == (128,)
+    assert (config.trials, config.max_rounds, config.max_concurrent) == (4, 3, 2)
+    assert config.space["batch_size"] == (128,)
     assert config.storage == str(tmp_path) and config.wandb_mode == "disabled"
     relative = config_from_args(build_parser().parse_args(["--storage", "results", "--data-dir", "."]))
     assert relative.storage.startswith("/") and relative.data_dir.startswith("/")
@@ -75,7 +75,7 @@ def test_help_explains_every_flag(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for flag in ("--trials", "--max-epochs", "--max-concurrent", "--cpus-per-trial", "--gpus-per-trial", "--dataset",
+    for flag in ("--trials", "--max-rounds", "--max-concurrent", "--cpus-per-trial", "--gpus-per-trial", "--dataset",
                  "--data-dir", "--address", "--storage", "--name", "--resume", "--seed", "--wandb-project",
                  "--wandb-mode", "--smoke-test", "--space"):
         assert flag in out

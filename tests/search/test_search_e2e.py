@@ -11,8 +11,8 @@ import optuna
 import pytest
 
 from search.config import SearchConfig
-from search.export import EARLY_STOPPED, ERROR, TERMINATED
 from search.layout import LEADERBOARD_FIELDS
+from search.live import EARLY_STOPPED, ERROR, FINISHED, read_live
 from search.space import SearchSpace
 from search.tuner import STUDY_FILE, WANDB_SUBDIR, run_search
 from vae.checkpoint import load_checkpoint
@@ -29,11 +29,11 @@ def _wandb_summary(run_dir) -> dict:
 @pytest.fixture(scope="module")
 def tpe_search(local_ray, data_dir, tmp_path_factory):
     """TPE + ASHA, one trial at a time so that ASHA's decisions are reproducible: the seeded point
-    (512, 64, 3e-4) runs first and sets the bar at epoch 1; the space keeps every other trial's
+    (512, 64, 3e-4) runs first and sets the bar at round 1; the space keeps every other trial's
     learning rate below 3e-4, so at least one of them falls under the bar and is stopped early."""
     storage = tmp_path_factory.mktemp("tpe")
     config = SearchConfig(
-        trials=4, max_epochs=2, grace_period=1, reduction_factor=2, max_concurrent=1, data_dir=data_dir,
+        trials=4, max_rounds=2, grace_period=1, reduction_factor=2, max_concurrent=1, data_dir=data_dir,
         storage=str(storage), name="tpe", wandb_mode="offline", verbose=0,
         space=SearchSpace(latent_width=(16, 512), reparam_width=(2, 64), lr=(1e-4, 3e-4), batch_size=(128,)),
     )
@@ -70,8 +70,26 @@ def test_search_exports_best_model_and_full_leaderboard(tpe_search):
     # leaderboard.json, the app's "exported" marker, is written last: whoever sees it sees the whole export.
     written = {p.name: p.stat().st_mtime_ns for p in outcome.best_dir.iterdir() if p.is_file()}
     assert max(written.values()) == written["leaderboard.json"] and not any(n.endswith(".tmp") for n in written)
-    assert outcome.export.curve[-1][1] == pytest.approx(best["best_val_neg_elbo"])
-    assert outcome.export.curve[-1][0] == sum(r["epochs"] for r in rows)
+    assert outcome.export.curve[-1]["best_val_neg_elbo"] == pytest.approx(best["best_val_neg_elbo"])
+    assert outcome.export.curve[-1]["trial_rounds"] == sum(r["rounds"] for r in rows)
+    assert {r["origin"] for r in rows} >= {"known point: article 512/64", "searcher"}
+    summary = json.loads((outcome.best_dir / "summary.json").read_text())
+    assert summary["stop_reason"].startswith("search done") and summary["top3_from"] == [r["origin"] for r in rows[:3]]
+    assert summary["iwae_images"] >= 100 and summary["test_iwae_se"] > 0
+
+
+def test_the_live_status_says_what_the_export_says(tpe_search):
+    config, outcome = tpe_search
+    live = read_live(config.local_experiment_dir("tpe"))
+    assert live is not None and live.ended and live.stop_reason == outcome.stop_reason
+    assert live.hyperparameters == config.space.searched()
+    by_id = {t.trial_id: t for t in live.trials}
+    assert set(by_id) == {r["trial_id"] for r in outcome.leaderboard}
+    for row in outcome.leaderboard:
+        trial = by_id[row["trial_id"]]
+        assert trial.status == row["status"] and trial.rounds == row["rounds"]
+        assert trial.hyperparameters["latent_width"] == row["latent_width"]
+    assert live.best_checkpoint() is not None
 
 
 def test_seeded_article_point_is_among_the_trials(tpe_search):
@@ -88,7 +106,7 @@ def test_asha_stopped_trials_reach_optuna_as_complete_with_their_last_value(tpe_
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     values = sorted(t.value for t in study.trials)
     for row in stopped:
-        assert row["epochs"] < config.max_epochs
+        assert row["rounds"] < config.max_rounds
         assert any(math.isclose(v, row["last_val_neg_elbo"], rel_tol=1e-9) for v in values)
 
 
@@ -98,14 +116,14 @@ def test_wandb_offline_runs_hold_the_logged_metrics(tpe_search):
     by_trial = {run.name.rsplit("-", 1)[-1]: run for run in runs}
     assert set(by_trial) == {r["trial_id"] for r in outcome.leaderboard}
     for row in outcome.leaderboard:
-        if row["status"] != TERMINATED:
+        if row["status"] != FINISHED:
             continue  # a trial ASHA stopped is ended by Tune mid-run; its W&B run may be cut short
         summary = _wandb_summary(by_trial[row["trial_id"]])
         assert summary["project"] == config.wandb_project and summary["run_id"] == row["trial_id"]
         assert summary["config"]["latent_width"] == row["latent_width"]
-        assert summary["summary"]["epoch"] == row["epochs"]
+        assert summary["summary"]["round"] == row["rounds"]
         assert summary["summary"]["val_neg_elbo"] == pytest.approx(row["last_val_neg_elbo"])
         for key in ("val_recon", "val_kl", "train_neg_elbo", "train_samples_per_s", "train_time_s", "val_active_units",
-                    "resumed_from_epoch"):
+                    "resumed_from_round"):
             assert key in summary["summary"]
         assert summary["summary"]["samples"]["_type"] == "image-file"

@@ -40,12 +40,11 @@ def test_a_smoke_search_prints_a_short_console(data_dir, tmp_path):
     console = run.stdout + run.stderr
     assert run.returncode == 0, console[-3000:]
     lines = console.splitlines()
-    assert len(lines) < 150, console
-    finished = [line for line in lines if line.startswith("trial ") and (" done after " in line
-                                                                          or " stopped early after " in line)]
+    assert len(lines) <= 40, console
+    finished = [line for line in lines if line.startswith("trial ") and " after " in line]
     assert len(finished) == 4, console
-    assert "val neg-ELBO" in console and "best so far" in console  # the status table's columns
-    assert "latent_width" in console and "lr" in console  # parameter columns, from the trial config
+    assert any(line.startswith("search done after ") for line in lines), console
+    assert "leaderboard (best val neg-ELBO" in console and "latent_width" in console
     for noise in ("Checkpoint successfully created", "reported_at", "may become a bottleneck", "run/wandb",
-                  "started with configuration", "Traceback"):
+                  "started with configuration", "Traceback", "ExperimentalWarning"):
         assert noise not in console, noise

@@ -7,8 +7,8 @@ from pathlib import Path
 import optuna
 
 from search.config import SearchConfig
+from search.searcher import STUDY_FILE, TrialBudget, build_searcher
 from search.trial_config import METRIC
-from search.tuner import STUDY_FILE, TrialBudget, build_searcher
 
 
 def _search_alg(tmp_path: Path) -> TrialBudget:

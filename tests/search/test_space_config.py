@@ -6,23 +6,30 @@ import optuna
 import pytest
 
 from search.config import ConfigError, SearchConfig
+from search.hyperparams import plain_values
 from search.space import (
     ARTICLE_BEST,
     ARTICLE_GRID,
     CONV_RECIPE,
-    PLAIN_TRAINING,
     PYTORCH_EXAMPLE,
     SearchSpace,
     SpaceError,
 )
 
+PLAIN_TRAINING = {k: v for k, v in plain_values().items() if k != "batch_size"}
 
-def test_default_space_contains_the_article_point_and_grid():
+
+def _searched(point: dict) -> dict:
+    """A known point as the default space passes it to the searcher: its searched values, plain ones filled in."""
+    full = {**PLAIN_TRAINING, "batch_size": 128, **point}
+    return {k: full[k] for k in SearchSpace().searched()}
+
+
+def test_default_space_contains_the_known_points_and_the_article_grid():
     space = SearchSpace()
-    assert space.seed_point() == {**ARTICLE_BEST, **PLAIN_TRAINING, "batch_size": 128}
-    assert space.warm_start_points() == [{**PLAIN_TRAINING, **CONV_RECIPE},
-                                         {**ARTICLE_BEST, **PLAIN_TRAINING, "batch_size": 128},
-                                         {**PYTORCH_EXAMPLE, **PLAIN_TRAINING, "batch_size": 128}]
+    assert space.seed_point() == _searched(ARTICLE_BEST)
+    assert space.warm_start_points() == [_searched(CONV_RECIPE), _searched(ARTICLE_BEST), _searched(PYTORCH_EXAMPLE)]
+    assert [p["batch_size"] for p in space.warm_start_points()] == [64, 128, 128]
     # A space without the stem keeps the two MLP points; one of stems only keeps the convolutional one.
     assert [p["latent_width"] for p in SearchSpace(conv_channels=(0,)).warm_start_points()] == [512, 400]
     assert [p["latent_width"] for p in SearchSpace(conv_channels=(16, 32)).warm_start_points()] == [256]
@@ -43,7 +50,8 @@ def test_default_space_contains_the_article_point_and_grid():
     ({"width": [1, 2]}, "unknown search space parameter"),
     ({"depth": [1, 4]}, "depth bounds"),
     ({"depth": [0, 2]}, "depth bounds"),
-    ({"kl_warmup_epochs": [-1, 5]}, "kl_warmup_epochs bounds"),
+    ({"kl_warmup_rounds": [-1, 5]}, "kl_warmup_rounds bounds"),
+    ({"latent_width": [16, 100_000]}, "latent_width bounds"),
     ({"lr_schedule": ["step"]}, "lr_schedule choices"),
     ({"conv_channels": [0, 65]}, "conv_channels choices"),
     ({"conv_channels": []}, "conv_channels choices"),
@@ -58,9 +66,9 @@ def test_space_file_overrides_only_the_named_ranges(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text("latent_width: [16, 512]\nbatch_size: [128]\n")
     space = SearchSpace.from_file(path)
-    assert space.latent_width == (16, 512)
-    assert space.batch_size == (128,)
-    assert space.lr == SearchSpace().lr
+    assert space["latent_width"] == (16, 512)
+    assert space["batch_size"] == (128,)
+    assert space["lr"] == SearchSpace()["lr"]
     assert "batch_size" not in space.seed_point()  # a single choice is a constant, not a searched parameter
 
 
@@ -70,15 +78,15 @@ def test_define_by_run_space_never_samples_reparam_above_latent():
     for _ in range(200):
         trial = study.ask()
         fixed = space.suggest(trial)
-        assert fixed is None
+        assert fixed == {"lr_schedule": "cosine", "kl_warmup_rounds": 0}
         assert 2 <= trial.params["reparam_width"] <= trial.params["latent_width"] <= 64
-        assert 1e-4 <= trial.params["lr"] <= 3e-2
+        assert 2e-4 <= trial.params["lr"] <= 4e-3
         study.tell(trial, 0.0)
 
 
 def test_a_narrowed_space_keeps_only_the_baselines_inside_it():
-    assert SearchSpace(latent_width=(16, 450)).warm_start_points() == [
-        {**PLAIN_TRAINING, **CONV_RECIPE}, {**PYTORCH_EXAMPLE, **PLAIN_TRAINING, "batch_size": 128}]
+    assert SearchSpace(latent_width=(16, 450)).warm_start_points() == [_searched(CONV_RECIPE),
+                                                                      _searched(PYTORCH_EXAMPLE)]
     assert SearchSpace(latent_width=(16, 128)).warm_start_points() == []
     assert SearchConfig(space=SearchSpace(latent_width=(16, 128))).warm_start_points == []  # not an error
     assert len(SearchConfig().warm_start_points) == 3
@@ -90,8 +98,10 @@ def test_a_narrowed_space_keeps_only_the_baselines_inside_it():
 
 @pytest.mark.parametrize("changes, fragment", [
     ({"trials": 0}, "^trials must be a positive integer"),
-    ({"max_epochs": 0}, "^max_epochs must be a positive integer"),
-    ({"max_epochs": 2, "grace_period": 3}, r"^grace_period \(3\) must not exceed max_epochs \(2\)"),
+    ({"max_rounds": 0}, "^max_rounds must be a positive integer"),
+    ({"max_rounds": 2, "grace_period": 3}, r"^grace_period \(3\) must not exceed max_rounds \(2\)"),
+    ({"round_images": 0}, "^round_images must be a positive integer"),
+    ({"iwae_seconds": -1}, "^iwae_seconds must be a positive number"),
     ({"gpus_per_trial": -0.5}, "^gpus_per_trial must be >= 0"),
     ({"gpus_per_trial": 1.5}, "^gpus_per_trial must be >= 0"),
     ({"dataset": "cifar10"}, "^unknown dataset 'cifar10'"),
@@ -120,7 +130,7 @@ def test_num_samples_and_paths():
 
 
 def test_config_round_trips_through_its_stored_form():
-    config = SearchConfig(trials=7, max_epochs=3, grace_period=1, space=SearchSpace(lr=(1e-4, 1e-3), batch_size=(128,)),
+    config = SearchConfig(trials=7, max_rounds=3, grace_period=1, space=SearchSpace(lr=(1e-4, 1e-3), batch_size=(128,)),
                           storage="/tmp/x", name="exp")
     assert SearchConfig.from_dict(json.loads(config.to_json())) == config
     # an experiment stored before a field was removed still loads (its unknown keys are ignored)
@@ -129,7 +139,7 @@ def test_config_round_trips_through_its_stored_form():
 
 
 def test_grid_points_get_a_fixed_batch_size_and_tpe_starts_modelling_early(tmp_path):
-    from search.tuner import build_searcher
+    from search.searcher import build_searcher
 
     grid = build_searcher(SearchConfig(searcher="grid", storage=str(tmp_path)), "grid-exp")
     points = grid.searcher._points_to_evaluate
@@ -137,4 +147,19 @@ def test_grid_points_get_a_fixed_batch_size_and_tpe_starts_modelling_early(tmp_p
     assert [(p["latent_width"], p["reparam_width"]) for p in points] == [
         (p["latent_width"], p["reparam_width"]) for p in ARTICLE_GRID]
     tpe = build_searcher(SearchConfig(trials=20, storage=str(tmp_path)), "tpe-exp")
-    assert tpe.searcher._sampler._n_startup_trials == 5
+    sampler = tpe.searcher._sampler
+    assert isinstance(sampler, optuna.samplers.TPESampler) and sampler._n_startup_trials == 5
+    assert sampler._multivariate and sampler._group and sampler._constant_liar
+
+
+def test_rungs_are_where_asha_judges():
+    assert SearchConfig().rungs == (10, 30, 90, 270)
+    assert SearchConfig(max_rounds=90).rungs == (10, 30)
+    assert SearchConfig(max_rounds=100, grace_period=5, reduction_factor=2).rungs == (5, 10, 20, 40, 80)
+    assert SearchConfig(early_stopping=False).rungs == ()
+
+
+def test_the_iwae_budget_is_a_share_of_the_time_budget():
+    assert SearchConfig().iwae_budget_s == pytest.approx(0.05 * 450)
+    assert SearchConfig(time_budget_s=None).iwae_budget_s == 30.0
+    assert SearchConfig(iwae_seconds=3).iwae_budget_s == 3.0

@@ -11,9 +11,9 @@ import sys
 import pytest
 import ray
 
-from search import tuner
+from search import ray_cluster
 from search.config import SearchConfig
-from search.tuner import SearchError, check_resources, reap_orphans
+from search.ray_cluster import SearchError, check_resources, reap_orphans
 
 
 def _nodes(*resources: dict) -> list[dict]:
@@ -31,7 +31,7 @@ def test_a_trial_must_fit_on_one_node(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_joined_cluster_gets_time_to_grow(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = iter([_nodes({"CPU": 1.0}), _nodes({"CPU": 1.0}), _nodes({"CPU": 1.0}, {"CPU": 8.0})])
     monkeypatch.setattr(ray, "nodes", lambda: next(calls))
-    monkeypatch.setattr(tuner.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(ray_cluster.time, "sleep", lambda _s: None)
     lines: list[str] = []
     check_resources(SearchConfig(cpus_per_trial=8), wait_s=60, log=lines.append)
     assert len(lines) == 1 and lines[0].startswith("warning: a trial needs 8 CPUs") and "waiting up to 60 s" in lines[0]
