@@ -9,7 +9,6 @@ requests always see one whole model, never a half-switched one.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 import threading
@@ -21,14 +20,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+from search.hyperparams import NAMES
 from search.layout import BEST_DIR, LEADERBOARD_JSON
+from search.live import read_live
 from serve.experiment import Experiment, ExperimentError, load_experiment
 from serve.images import ImageInputError, open_image, to_model_input
-from serve.progress import CheckpointRef, is_search_folder, read_progress, search_settings
-from vae.checkpoint import EXAMPLES_PER_CLASS, Checkpoint, CheckpointError, load_checkpoint
-from vae.class_gaussians import fit_class_gaussians, sample_class
+from serve.search_view import is_search_folder, read_view
+from vae.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from vae.class_gaussians import sample_class
 from vae.config import IMAGE_SIDE, INPUT_DIM
-from vae.data import DATASETS, DataError, DataSplits, Split, load_splits
+from vae.data import DATASETS
 from vae.loss import neg_elbo
 from vae.model import reparameterize
 from vae.sample import generate_class, grid_to_uint8, interpolate, reconstruct, sample_prior
@@ -48,11 +49,8 @@ DEFAULT_MODE = CLASS_GAUSSIAN  # the better of the two by benchmarks/sample_qual
 # classifier with two thirds of real images' diversity; at 1 the Gaussian's tails reach other classes (92%).
 DEFAULT_NOISE_SCALE = 0.75
 
-LEADERBOARD_COLUMNS = (
-    "mark", "rank", "trial_id", "status", "best_val_neg_elbo", "latent_width", "reparam_width", "depth",
-    "conv_channels", "lr",
-    "batch_size", "epochs", "val_active_units", "parameters", "time_s", "node",
-)
+LEADERBOARD_COLUMNS = ("mark", "rank", "trial_id", "status", "origin", "best_val_neg_elbo", *NAMES, "rounds",
+                       "val_active_units", "parameters", "time_s", "node")
 
 
 class InvalidRequest(ValueError):
@@ -64,11 +62,21 @@ class NoCheckpointYet(ExperimentError):
 
 
 @dataclass(frozen=True)
+class TrialCheckpoint:
+    """One checkpoint a running search kept (from its live status): which trial and round, where, how good."""
+
+    trial_id: str
+    round: int
+    path: Path
+    val_neg_elbo: float
+
+
+@dataclass(frozen=True)
 class ServedModel:
     checkpoint: Checkpoint
     label: str  # where it came from, for display: "best", "trials/<id>" or the checkpoint folder's name
     trial_id: str | None = None
-    source: CheckpointRef | None = None  # set when following a running search: the trial checkpoint served
+    source: TrialCheckpoint | None = None  # set when following a running search: the trial checkpoint served
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -117,7 +125,6 @@ class VAEService:
         self.experiment = experiment
         self.search = search
         self.follow = follow
-        self._data: DataSplits | None | bool = False  # False: not loaded yet; None: not available
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> VAEService:
@@ -130,10 +137,10 @@ class VAEService:
         (NoCheckpointYet when a running search has no checkpoint yet) or CheckpointError."""
         path = Path(path)
         if not (path / BEST_DIR / LEADERBOARD_JSON).is_file() and is_search_folder(path):
-            ref = read_progress(path).best_checkpoint()
+            ref = best_trial_checkpoint(path)
             if ref is None:
                 raise NoCheckpointYet(f"the search at {path} has no trial checkpoint yet (a trial saves its "
-                                      "best epoch every --grace-period epochs, 10 by default)")
+                                      "best round every --grace-period rounds, 10 by default)")
             service = cls(None, None, path, follow=True)  # type: ignore[arg-type] - served just below
             service._served = service._load_ref(ref)
             return service
@@ -167,7 +174,7 @@ class VAEService:
                 return served is not None
             if not self.follow or self.experiment is not None:
                 return False
-            ref = read_progress(self.search).best_checkpoint()
+            ref = best_trial_checkpoint(self.search)
             current = self.served.source
             if ref is None or (current is not None and (ref.path == current.path or
                                                         ref.val_neg_elbo >= current.val_neg_elbo)):
@@ -182,30 +189,11 @@ class VAEService:
         finally:
             self._refresh_lock.release()
 
-    def _load_ref(self, ref: CheckpointRef) -> ServedModel:
-        """A trial checkpoint as a ServedModel. Trial checkpoints carry neither an examples bank nor class
-        Gaussians: when the search's data set can be loaded here, both are made in memory (the test split's
-        first EXAMPLES_PER_CLASS images per class, Gaussians fitted on the training split), as the export
-        would; nothing is written into the experiment."""
-        served = load_served(ref.path, f"trial {ref.trial_id}, epoch {ref.epoch}", ref.trial_id)
-        checkpoint = served.checkpoint
-        data = self._search_data()
-        if data is not None and (checkpoint.examples is None or checkpoint.class_gaussians is None):
-            checkpoint = dataclasses.replace(
-                checkpoint, examples=checkpoint.examples or _example_bank(data.test),
-                class_gaussians=checkpoint.class_gaussians or fit_class_gaussians(
-                    checkpoint.model, data.train.images, data.train.labels, len(served.class_names)))
-        return ServedModel(checkpoint, served.label, ref.trial_id, ref)
-
-    def _search_data(self) -> DataSplits | None:
-        if self._data is False:
-            settings = search_settings(self.search) if self.search else {}
-            try:
-                self._data = load_splits(settings.get("dataset", "mnist"), settings.get("data_dir"),
-                                         seed=int(settings.get("seed", 0)), device="cpu", log_fn=lambda _m: None)
-            except (DataError, OSError, RuntimeError, ValueError):
-                self._data = None
-        return self._data  # type: ignore[return-value]
+    def _load_ref(self, ref: TrialCheckpoint) -> ServedModel:
+        """A trial checkpoint as a ServedModel; it carries its examples bank and class Gaussians
+        (search.trial_state), so nothing of the data set is needed here."""
+        served = load_served(ref.path, f"trial {ref.trial_id}, round {ref.round}", ref.trial_id)
+        return ServedModel(served.checkpoint, served.label, ref.trial_id, ref)
 
     @property
     def served(self) -> ServedModel:
@@ -311,7 +299,7 @@ class VAEService:
         return {
             "serving": served.label,
             "trial_id": served.trial_id,
-            "epoch": source.epoch if source else meta.get("epoch"),
+            "round": source.round if source else meta.get("round"),
             "following": bool(self.follow and self.experiment is None and self.search is not None),
             "generate_modes": [m for m in GENERATE_MODES if m != CLASS_GAUSSIAN or checkpoint.class_gaussians],
             "experiment": self.experiment.name if self.experiment else self.search.name if self.search else None,
@@ -331,14 +319,14 @@ class VAEService:
         if self.experiment is None:
             if self.search is None:
                 return list(LEADERBOARD_COLUMNS), []
-            board = read_progress(self.search).leaderboard()
+            view = read_view(self.search)
             rows = []
-            for record in board.to_dict("records"):
+            for record in view.rows if view else []:
                 marks = ["best so far"] if record["rank"] == 1 else []
                 if str(record["trial_id"]) == served_id:
                     marks.append("serving")
                 values = {**record, "mark": " + ".join(marks)}
-                rows.append([_rounded(_plain(values.get(col))) for col in LEADERBOARD_COLUMNS])
+                rows.append([_rounded(values.get(col)) for col in LEADERBOARD_COLUMNS])
             return list(LEADERBOARD_COLUMNS), rows
         rows = []
         for row in self.experiment.leaderboard:
@@ -374,6 +362,20 @@ class VAEService:
 
 
 # ---- helpers -----------------------------------------------------------------------------------
+
+
+def best_trial_checkpoint(experiment: Path) -> TrialCheckpoint | None:
+    """The best checkpoint a running search has kept so far (its live status), or None."""
+    live = read_live(experiment)
+    found = live.best_checkpoint() if live else None
+    if live is None or found is None:
+        return None
+    trial, entry = found
+    try:
+        path = live.checkpoint_path(entry)
+    except ValueError:
+        return None
+    return TrialCheckpoint(trial.trial_id, int(entry.get("round", 0)), path, float(entry["val_neg_elbo"]))
 
 
 def _examples(served: ServedModel):
@@ -421,21 +423,6 @@ def _float_in(name: str, value: Any, low: float, high: float) -> float:
     if not low <= number <= high:
         raise InvalidRequest(f"{name} must be between {low:g} and {high:g}, got {number:g}")
     return number
-
-
-def _example_bank(split: Split) -> Split:
-    """The first EXAMPLES_PER_CLASS images of each class, quantised to 8 bits as a checkpoint's bank is."""
-    keep = torch.cat([torch.nonzero(split.labels == c).flatten()[:EXAMPLES_PER_CLASS]
-                      for c in torch.unique(split.labels).tolist()])
-    keep = torch.sort(keep).values
-    return Split((split.images[keep].cpu() * 255).round() / 255, split.labels[keep].cpu())
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and NaN (pandas' missing value) as JSON-friendly Python values."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _rounded(value: Any) -> Any:

@@ -80,7 +80,7 @@ def test_every_results_row_names_its_json() -> None:
 @pytest.mark.slow
 def test_readme_training_command_runs(tmp_path: Path, mnist_data_dir: Path) -> None:
     module, argv = next((m, a) for m, a in readme_commands() if m == "vae.train")
-    done = subprocess.run([sys.executable, "-m", module, *argv, "--epochs", "1", "--out", str(tmp_path / "run"),
+    done = subprocess.run([sys.executable, "-m", module, *argv, "--rounds", "1", "--out", str(tmp_path / "run"),
                            "--data-dir", str(mnist_data_dir)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "run" / "checkpoint" / "model.safetensors").is_file()

@@ -34,16 +34,16 @@ def experiment(tmp_path_factory: pytest.TempPathFactory, mnist: DataSplits) -> P
     best = root / BEST_DIR
     rows = []
     for rank, (trial_id, config) in enumerate(TRIALS.items(), start=1):
-        train = TrainConfig(lr=2e-3, batch_size=64, epochs=1, seed=rank)
+        train = TrainConfig(lr=2e-3, batch_size=64, rounds=1, seed=rank)
         result = fit(config, train, mnist, device="cpu")
         val = evaluate(result.model, mnist.val.images)
         save_checkpoint(best / TRIALS_DIR / trial_id, result.model, dataset="mnist", train_config=train,
                         metrics={"val_neg_elbo": val["neg_elbo"]}, examples=mnist.test)
         rows.append({
-            "rank": rank, "trial_id": trial_id, "status": "TERMINATED", "is_best": rank == 1,
+            "rank": rank, "trial_id": trial_id, "status": "FINISHED", "is_best": rank == 1,
             "latent_width": config.latent_width, "reparam_width": config.reparam_width, "lr": train.lr,
             "batch_size": train.batch_size, "best_val_neg_elbo": val["neg_elbo"], "last_val_neg_elbo": val["neg_elbo"],
-            "epochs": 1, "time_s": 1.0, "parameters": result.model.num_parameters(),
+            "rounds": 1, "time_s": 1.0, "parameters": result.model.num_parameters(),
             "val_active_units": val["active_units"], "node": "local", "error": None,
             "checkpoint": f"{TRIALS_DIR}/{trial_id}",
         })

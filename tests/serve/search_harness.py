@@ -31,10 +31,10 @@ class RunningSearch:
         return self.process.wait(timeout=timeout)
 
 
-def search_command(storage: Path, name: str, trials: int, epochs: int) -> list[str]:
-    return [sys.executable, "-m", "search.run", "--trials", str(trials), "--max-epochs", str(epochs),
-            # --grace-period 1: trials write their best epoch as a checkpoint at every epoch (the default writes
-            # one per ASHA rung, 10 epochs), so that the app has new bests to follow within a few epochs.
+def search_command(storage: Path, name: str, trials: int, rounds: int) -> list[str]:
+    return [sys.executable, "-m", "search.run", "--trials", str(trials), "--max-rounds", str(rounds),
+            # --grace-period 1: trials write their best round as a checkpoint at every round (the default writes
+            # one every 10 rounds), so that the app has new bests to follow within a few rounds.
             "--no-early-stopping", "--grace-period", "1", "--depth", "1", "1",
             "--max-concurrent", "1", "--num-cpus", "1", "--cpus-per-trial", "1",
             "--latent-width", "160", "256", "--reparam-width", "4", "16", "--batch-sizes", "32",
@@ -42,14 +42,14 @@ def search_command(storage: Path, name: str, trials: int, epochs: int) -> list[s
 
 
 @contextmanager
-def running_search(tmp: Path, trials: int = 3, epochs: int = 6, name: str = "live") -> Iterator[RunningSearch]:
+def running_search(tmp: Path, trials: int = 3, rounds: int = 6, name: str = "live") -> Iterator[RunningSearch]:
     """Start the search; on exit stop it if it still runs (SIGINT, as Ctrl+C: Tune saves and Ray shuts down)."""
     tmp.mkdir(parents=True, exist_ok=True)
     log = tmp / "search.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env["PYTHONUNBUFFERED"] = "1"
     with open(log, "wb") as out:
-        process = subprocess.Popen(search_command(tmp / "results", name, trials, epochs), cwd=REPO, env=env,
+        process = subprocess.Popen(search_command(tmp / "results", name, trials, rounds), cwd=REPO, env=env,
                                    stdout=out, stderr=subprocess.STDOUT)
     search = RunningSearch(tmp / "results" / name, process, log)
     try:

@@ -37,7 +37,7 @@ def test_wait_picks_up_a_search_that_starts_later(tmp_path: Path, trained_checkp
     monkeypatch.setattr(app, "build_app", lambda service: served.append(service) or pytest.fail("stop here"))
 
     def start_search() -> None:
-        search = FakeSearch(folder, data_dir=mnist_data_dir)
+        search = FakeSearch(folder)
         search.trial("aaa", latent_width=128, reparam_width=16, lr=1e-3)
         search.report("aaa", 1, 150.0, checkpoint_from=trained_checkpoint)
 
@@ -46,4 +46,4 @@ def test_wait_picks_up_a_search_that_starts_later(tmp_path: Path, trained_checkp
     with pytest.raises(pytest.fail.Exception, match="stop here"):
         app.main(["--experiment", str(folder), "--wait", "60"])
     timer.join()
-    assert served[0].model_info()["serving"] == "trial aaa, epoch 1" and served[0].follow
+    assert served[0].model_info()["serving"] == "trial aaa, round 1" and served[0].follow

@@ -23,11 +23,11 @@ from serve_harness import REPO, running_app
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SCREENSHOT = REPO / "docs" / "screenshot-search.png"
-EPOCHS = 8
+ROUNDS = 8
 
 
-def trial_epochs(page) -> int:
-    match = re.search(r"(\d+) trial-epochs", page.locator("#search-status").inner_text())
+def trial_rounds(page) -> int:
+    match = re.search(r"(\d+) trial-rounds", page.locator("#search-status").inner_text())
     return int(match.group(1)) if match else 0
 
 
@@ -42,7 +42,7 @@ DRAWN = """([board, curves, space]) => {
 
 
 def test_search_view_refreshes_while_a_search_runs(tmp_path: Path) -> None:
-    with running_search(tmp_path / "search", trials=3, epochs=EPOCHS) as search, \
+    with running_search(tmp_path / "search", trials=3, rounds=ROUNDS) as search, \
             running_app(["--experiment", str(search.experiment), "--wait", "240"], tmp_path / "app") as server, \
             chromium_page(server.url, height=900, failure_shot=tmp_path / "failure.png") as page:
         # Every event the page sends (the timer's ticks among them), for the failure message.
@@ -57,17 +57,17 @@ def test_search_view_refreshes_while_a_search_runs(tmp_path: Path) -> None:
         page.get_by_text("Following the running search").wait_for()
 
         page.get_by_role("tab", name="Search").click()
-        page.wait_for_function("() => /RUNNING|TERMINATED/.test(document.querySelector('#search-leaderboard')"
+        page.wait_for_function("() => /RUNNING|FINISHED/.test(document.querySelector('#search-leaderboard')"
                                ".innerText)")
-        for plot in ("#search-best-epochs", "#search-best-time", "#search-curves"):
+        for plot in ("#search-best-rounds", "#search-best-time", "#search-curves"):
             page.locator(f"{plot} canvas, {plot} svg.marks").first.wait_for()
-        first = trial_epochs(page)
+        first = trial_rounds(page)
         deadline = time.monotonic() + 120
         # The timer redraws the view; for the screenshot, wait until a second trial is under way.
-        while trial_epochs(page) <= max(first, EPOCHS + 1) and search.process.poll() is None:
+        while trial_rounds(page) <= max(first, ROUNDS + 1) and search.process.poll() is None:
             assert time.monotonic() < deadline, "the Search view did not refresh"
             page.wait_for_timeout(500)
-        assert trial_epochs(page) > first or search.process.poll() is not None
+        assert trial_rounds(page) > first or search.process.poll() is not None
         page.wait_for_timeout(1000)
         # Every trial of the leaderboard is drawn in the curves plot (its legend names them), and every status
         # in the space plot, also those that appeared after the plots' first drawing.

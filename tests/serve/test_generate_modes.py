@@ -121,20 +121,20 @@ class ReadOnlyCheck:
 def test_follow_serves_the_best_so_far_and_switches_to_each_new_best(tmp_path: Path, trained_checkpoint: Path,
                                                                      gaussian_checkpoint: Path,
                                                                      mnist_data_dir: Path) -> None:
-    search = FakeSearch(tmp_path / "exp", data_dir=mnist_data_dir)
+    search = FakeSearch(tmp_path / "exp")
     search.trial("aaa", latent_width=128, reparam_width=16, lr=1e-3)
     search.trial("bbb", latent_width=128, reparam_width=16, lr=3e-3)
     with pytest.raises(NoCheckpointYet, match="no trial checkpoint yet"):
         VAEService.from_experiment(search.root)
-    search.report("aaa", 1, 200.0, checkpoint_from=trained_checkpoint)
+    search.report("aaa", 1, 200.0, checkpoint_from=gaussian_checkpoint)
     before = _snapshot(search.root)
     follower = VAEService.from_experiment(search.root)
     assert _snapshot(search.root) == before
     service = ReadOnlyCheck(follower, search.root)
     info = service.model_info()
-    assert (info["serving"], info["trial_id"], info["epoch"], info["following"]) == ("trial aaa, epoch 1", "aaa", 1,
+    assert (info["serving"], info["trial_id"], info["round"], info["following"]) == ("trial aaa, round 1", "aaa", 1,
                                                                                      True)
-    # A trial checkpoint has neither bank nor Gaussians: made in memory from the search's data set.
+    # A trial checkpoint carries its examples bank and class Gaussians: nothing of the data set is loaded here.
     assert info["example_images"] == 320 and info["generate_modes"] == [CLASS_GAUSSIAN, EXAMPLES]
     assert service.generate(3, 4, 1.0, 0, 1, CLASS_GAUSSIAN).samples.shape == (32, 122)
 
@@ -143,7 +143,7 @@ def test_follow_serves_the_best_so_far_and_switches_to_each_new_best(tmp_path: P
     assert not service.refresh() and follower.served.trial_id == "aaa"  # worse: stays
     search.report("bbb", 2, 150.0, checkpoint_from=gaussian_checkpoint)
     assert service.refresh()
-    assert service.model_info()["serving"] == "trial bbb, epoch 2"
+    assert service.model_info()["serving"] == "trial bbb, round 2"
     columns, rows = service.leaderboard()
     assert [r[columns.index("trial_id")] for r in rows] == ["bbb", "aaa"]
     assert rows[0][columns.index("mark")] == "best so far + serving"
@@ -152,7 +152,7 @@ def test_follow_serves_the_best_so_far_and_switches_to_each_new_best(tmp_path: P
     search.report("aaa", 2, 120.0, checkpoint_from=trained_checkpoint)
     assert not service.refresh() and follower.served.trial_id == "bbb"
     service.set_follow(True)
-    assert service.refresh() and service.model_info()["serving"] == "trial aaa, epoch 2"
+    assert service.refresh() and service.model_info()["serving"] == "trial aaa, round 2"
     with pytest.raises(InvalidRequest, match="still running"):
         service.switch_model("bbb")
 
@@ -167,10 +167,10 @@ def test_follow_serves_the_best_so_far_and_switches_to_each_new_best(tmp_path: P
 
 def test_a_checkpoint_deleted_under_the_follower_leaves_the_served_model(tmp_path: Path, trained_checkpoint: Path,
                                                                          mnist_data_dir: Path) -> None:
-    search = FakeSearch(tmp_path / "exp", data_dir=mnist_data_dir)
+    search = FakeSearch(tmp_path / "exp")
     search.trial("aaa", latent_width=128, reparam_width=16, lr=1e-3)
     search.report("aaa", 1, 200.0, checkpoint_from=trained_checkpoint)
     service = VAEService.from_experiment(search.root)
     path = search.report("aaa", 2, 150.0, checkpoint_from=trained_checkpoint)
     (path / "model.safetensors").write_bytes(b"half-copied")
-    assert not service.refresh() and service.model_info()["epoch"] == 1
+    assert not service.refresh() and service.model_info()["round"] == 1

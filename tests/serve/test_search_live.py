@@ -18,7 +18,7 @@ from serve_harness import Server, running_app
 
 pytestmark = pytest.mark.slow
 
-TRIALS, EPOCHS = 3, 6
+TRIALS, ROUNDS = 3, 6
 POLL_S = 0.5
 
 
@@ -29,7 +29,7 @@ def read(path: str) -> np.ndarray:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSearch, Server]]:
     tmp = tmp_path_factory.mktemp("live")
-    with running_search(tmp / "search", TRIALS, EPOCHS) as search:
+    with running_search(tmp / "search", TRIALS, ROUNDS) as search:
         # The app is started with the search: it waits (bounded) for the first trial checkpoint.
         with running_app(["--experiment", str(search.experiment), "--wait", "240"], tmp / "app") as server:
             yield search, server
@@ -41,9 +41,9 @@ def drawn(rows: list[list]) -> list[list]:
 
 
 def progress(client: Client) -> dict:
-    status, board, by_epochs, by_time, curves, space, pareto, importance = client.predict(
+    status, board, by_rounds, by_time, curves, space, pareto, importance = client.predict(
         "latent_width", api_name="/search_progress")
-    return {"status": status, "board": board, "best": [row[1] for row in by_epochs["data"]],
+    return {"status": status, "board": board, "best": [row[1] for row in by_rounds["data"]],
             "best_by_time": [row[1] for row in by_time["data"]], "curves": drawn(curves["data"]),
             "pareto": drawn(pareto["data"])}
 
@@ -60,8 +60,8 @@ def test_search_progress_and_the_served_model_follow_a_running_search(live, tmp_
     assert search.process.returncode == 0, search.output()[-3000:]
     running = [p for p in polls if "running" in p["status"]]
     assert len(running) >= 3, (len(polls), search.output()[-2000:])
-    epochs = [len(p["best"]) for p in running]
-    assert epochs == sorted(epochs) and epochs[-1] > epochs[0]  # rows grow while trials run
+    reports = [len(p["best"]) for p in running]
+    assert reports == sorted(reports) and reports[-1] > reports[0]  # rows grow while trials run
     rows = [len(p["board"]["data"]) for p in running]
     assert rows == sorted(rows) and 1 <= rows[0] and rows[-1] <= TRIALS
     for poll in running:
@@ -72,11 +72,11 @@ def test_search_progress_and_the_served_model_follow_a_running_search(live, tmp_
     following = [s for s in served if s[2]]
     labels = list(dict.fromkeys(s[0] for s in following))
     assert len(labels) >= 2, served
-    assert all(label.startswith("trial ") and ", epoch " in label for label in labels)
+    assert all(label.startswith("trial ") and ", round " in label for label in labels)
     values = [next(s[1] for s in following if s[0] == label) for label in labels]
     assert values == sorted(values, reverse=True) and len(set(values)) == len(values)
     assert "Following the running search" in following[0][3]
-    # Generate works on a trial checkpoint (bank and Gaussians made in memory from the search's data).
+    # Generate works on a trial checkpoint (it carries its examples bank and class Gaussians).
     for mode in ("class_gaussian", "examples"):
         examples, samples = client.predict(3, 8, 1.0, 5, 1, mode, api_name="/generate")
         assert read(samples).shape == (32, 242)
@@ -92,11 +92,11 @@ def test_the_finished_experiment(live, tmp_path: Path) -> None:
         time.sleep(POLL_S)
     board = final["board"]
     assert len(board["data"]) == TRIALS and {r[board["headers"].index("status")] for r in board["data"]} == {
-        "TERMINATED"}
-    assert len(final["best"]) == TRIALS * EPOCHS and final["best"] == sorted(final["best"], reverse=True)
+        "FINISHED"}
+    assert len(final["best"]) == TRIALS * ROUNDS and final["best"] == sorted(final["best"], reverse=True)
     best_column = board["headers"].index("best_val_neg_elbo")
     assert final["best"][-1] == pytest.approx(min(r[best_column] for r in board["data"]), abs=1e-3)
-    assert len(final["curves"]) == TRIALS * EPOCHS and len(final["pareto"]) == TRIALS
+    assert len(final["curves"]) == TRIALS * ROUNDS and len(final["pareto"]) == TRIALS
     info, _board, _line = client.predict(api_name="/model_info")
     assert info["serving"] == "best" and not info["following"]  # the follower moved to the export
 

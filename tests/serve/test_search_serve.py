@@ -33,7 +33,7 @@ def answers(url: str) -> bool:
 def test_search_serve_follows_then_serves_best_until_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    command = [*search_command(tmp_path / "results", "served", trials=2, epochs=4),
+    command = [*search_command(tmp_path / "results", "served", trials=2, rounds=4),
                "--serve", "--serve-port", str(port)]
     log = tmp_path / "search.log"
     with open(log, "wb") as out:
