@@ -25,6 +25,13 @@ TABLE_ROWS = 12
 SUMMARY_EVERY_S = 120.0
 
 
+def say(message: str) -> None:
+    """Print one line of the search's output now. A module function, not the builtin ``print``: objects Tune
+    pickles with the experiment (callbacks, the searcher) keep it, and ``print`` itself does not pickle once
+    another library has replaced ``builtins.print``."""
+    print(message, flush=True)
+
+
 class Console(Callback):
     """The console of a search over ``searched`` hyperparameters. ``stream``: where it writes (a terminal gets
     the live table)."""

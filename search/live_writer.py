@@ -16,6 +16,7 @@ from typing import Any
 from ray.tune import Callback
 
 from search.budget import read_budget, stored_deadline
+from search.console import say
 from search.hyperparams import hyperparameters
 from search.live import LIVE_JSON, VERSION, finite, read_live, trial_status, write_json_atomic
 from search.trial_config import METRIC, RUN_KEY
@@ -29,7 +30,7 @@ class LiveStatusWriter(Callback):
     after it) is read from the experiment's budget file when the experiment starts or resumes."""
 
     def __init__(self, experiment_dir: Path, name: str, header: dict[str, Any], *, min_interval_s: float = 1.0,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = say) -> None:
         self.experiment_dir = Path(experiment_dir)
         self.path = self.experiment_dir / LIVE_JSON
         self.name, self.header = name, header

@@ -36,6 +36,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from search.config import SearchConfig
+from search.console import say
 from search.layout import BUDGET_FILE
 from search.library_internals import base_searcher, optuna_study
 from search.trial_config import METRIC, MODE
@@ -51,7 +52,7 @@ class TrialBudget(SearchGenerator):
     ``finished``, ``counter``), which is what Tune itself saves and restores."""
 
     def __init__(self, searcher: Searcher, *, deadline: float | None = None, last_start_s: float = 0.0,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = say) -> None:
         super().__init__(searcher)
         self.deadline, self.last_start_s = deadline, last_start_s
         self._log = log

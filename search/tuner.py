@@ -29,7 +29,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from search import storage
 from search.budget import DeadlineStopper, last_start_s, slack_s
 from search.config import SearchConfig
-from search.console import Console
+from search.console import Console, say
 from search.export import ExportSummary, export_results
 from search.layout import BUDGET_FILE
 from search.live import NO_RESULT, read_live
@@ -213,7 +213,7 @@ def _prepare(config: SearchConfig) -> tuple[SearchConfig, str, int, int]:
     return config.replace(name=name), name, config.num_samples, config.num_samples
 
 
-def run_search(config: SearchConfig, *, log: Callable[[str], None] = print,
+def run_search(config: SearchConfig, *, log: Callable[[str], None] = say,
                after_round: AfterRound | None = None) -> SearchOutcome:
     """Run (or with ``config.resume`` restore and continue) a search, then export what its trials found.
 
@@ -282,14 +282,18 @@ def _stop_reason(results: tune.ResultGrid, config: SearchConfig, total: int, to_
     reported = sum(1 for r in results if r.metrics and METRIC in r.metrics)
     created = len(results)
     budget_over = deadline is not None and time.time() >= deadline - last_start_s(config)
+    cut = sum(1 for r in results if not (r.metrics or {}).get("last_round") and r.error is None
+              and int((r.metrics or {}).get("round", 0)) not in config.rungs)  # neither done nor stopped by ASHA
+    cut_short = sum(1 for r in results if (r.metrics or {}).get("last_round")
+                    and int(r.metrics.get("round", 0)) < config.max_rounds)  # annealed to the deadline
     never = f"; {to_create - created} never started" if created < to_create else ""
     silent = f"; {created - reported} ended before their first report" if reported < created else ""
     all_ended = created >= to_create and results.num_terminated + results.num_errors >= created
-    if all_ended and reported >= min(total, created):
-        return f"search done after {fit_s:.0f} s: all {total} trials ended ({reported} reported results)", False
-    if budget_over:
+    if budget_over and (created < to_create or cut or cut_short):
         return (f"time budget of {config.time_budget_s:g} s reached after {fit_s:.0f} s: {reported} of {total} trials "
                 f"reported results{silent}{never}; exporting what the search found"), False
+    if all_ended:
+        return f"search done after {fit_s:.0f} s: all {total} trials ended ({reported} reported results)", False
     return (f"search stopped after {fit_s:.0f} s with {reported} of {total} trials reporting results{never}; "
             "exporting what it found"), True
 
