@@ -8,8 +8,11 @@ the Gradio app (serve.ui) and launch it. Every request is handled by serve.servi
 Each view is also an API endpoint (gradio_client, or POST /gradio_api/call/<name>): /generate, /prior,
 /interpolate, /reconstruct, /search_progress, /model_info, /switch_model; every call goes through the
 queue (--concurrency, --max-queue), and the queue-bypassing /gradio_api/run/<name> routes are closed.
-Uploads: PNG, JPEG, WebP, GIF or BMP only, at most 10 MB and 4096x4096 pixels.
-Set VAESEARCH_AUTH="user:password" to require a login.
+Uploads: PNG, JPEG, WebP, GIF or BMP only, at most 10 MB and 4096x4096 pixels; what uploads keep on disk is
+bounded (serve.uploads). Every request passes serve.edge first: malformed requests are refused before Gradio
+sees them, and each refused or failed request leaves one line in the log, never a traceback.
+Set VAESEARCH_AUTH="user:password" to require a login (serve.login): before it, every route answers 401 but the
+login page.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from search.layout import DEFAULT_STORAGE, latest_experiment  # noqa: E402
+from serve.edge import edge_middleware  # noqa: E402
 from serve.experiment import ExperimentError  # noqa: E402
 from serve.images import MAX_INPUT_PIXELS  # noqa: E402
+from serve.login import Sessions  # noqa: E402
 from serve.service import NoCheckpointYet, VAEService  # noqa: E402
-from serve.ui import CSS, MAX_UPLOAD, build_app  # noqa: E402
+from serve.ui import CSS, MAX_UPLOAD_BYTES, build_app  # noqa: E402
 from vae.checkpoint import CheckpointError  # noqa: E402
 
 AUTH_ENV = "VAESEARCH_AUTH"
@@ -63,14 +68,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _auth_from_env() -> tuple[str, str] | None:
+def _sessions_from_env() -> Sessions | None:
+    """The login VAESEARCH_AUTH=user:password asks for, or None without it."""
     value = os.environ.get(AUTH_ENV)
     if not value:
         return None
     user, sep, password = value.partition(":")
     if not sep or not user or not password:
         raise ValueError(f"{AUTH_ENV} must look like user:password (value not shown)")
-    return user, password
+    return Sessions(user, password)
 
 
 def _load_service(args: argparse.Namespace) -> VAEService:
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             low = 1
             if getattr(args, name) < low or (name == "port" and args.port > 65535):
                 raise ValueError(f"--{name.replace('_', '-')} is out of range: {getattr(args, name)}")
-        auth = _auth_from_env()
+        sessions = _sessions_from_env()
         service = _load_service(args)
     except (ValueError, ExperimentError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -129,8 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     # outside the queue and so outside --concurrency and --max-queue; /call/<name> and the browser's
     # /queue/join go through the queue.
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue, api_open=False)
-    demo.launch(server_name=args.host, server_port=args.port, auth=auth, share=args.share, max_file_size=MAX_UPLOAD,
-                css=CSS, ssr_mode=False, mcp_server=False, enable_monitoring=False, show_error=True)
+    # The login is the app's own (serve.login), handed to Gradio as its auth_dependency; every request passes the
+    # app's middleware first (serve.edge). num_workers=0: Gradio's static file workers would serve uploads and
+    # files on ports of their own, outside that middleware.
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD_BYTES,
+                auth_dependency=sessions.user_of if sessions else None,
+                app_kwargs={"middleware": edge_middleware(demo, sessions, MAX_UPLOAD_BYTES)},
+                css=CSS, ssr_mode=False, mcp_server=False, enable_monitoring=False, show_error=True, num_workers=0)
     return 0
 
 

@@ -1,32 +1,38 @@
-"""The app's two input components, hardened: Gradio's own gr.Image and gr.Sketchpad open every image
-they receive with ``PIL.Image.open`` (any installed decoder, before the handler runs) and the Sketchpad
-decodes each of its layers although the app uses only the composite. These subclasses decode nothing
-themselves except through serve.images (ALLOWED_FORMATS, MAX_INPUT_PIXELS):
+"""The app's two image inputs, hardened, and one log line for every input a component refuses.
 
-* digit_upload passes the uploaded file's path on unopened (the handler opens it with serve.images).
-* digit_sketchpad keeps and decodes only the composite, at most MAX_SKETCH_BYTES of it; layers and the
-  background are never stored or read.
+Neither input decodes anything itself; images are opened by serve.images only (ALLOWED_FORMATS, size checked
+from the header before any pixel is decoded):
 
-A refused input becomes a gr.Error with ``print_exception=False``: a message for the user and no
-traceback in the server log.
+* digit_upload is Gradio's public gr.File: it passes the uploaded file's path on unopened (gr.Image would open it
+  with ``PIL.Image.open`` and every installed decoder). serve.edge refuses, before the queue, a file value that is
+  not an upload of this server (another path, a URL, a data URL).
+* digit_sketchpad keeps only the composite of a drawing (serve.gradio_internals), at most MAX_SKETCH_BYTES of it,
+  and decodes it only if its header says it fits the canvas: at most MAX_SKETCH_PIXELS.
+
+A refused input becomes a gr.Error with ``print_exception=False``: a message for the user and one line in the
+server log, no traceback.
 """
 
 from __future__ import annotations
 
-import io
-import sys
-import types
-from collections import OrderedDict
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
-from gradio.components.base import server
-from gradio.components.image_editor import AcceptBlobs, EditorData, EditorDataBlobs
-from gradio.data_classes import ImageData
 
-from serve.images import FORMAT_NAMES, ImageInputError, open_image
+from serve.gradio_internals import (
+    EditorData,
+    dependencies,
+    keep_composite_only,
+    replace_preprocess,
+    take_composite,
+)
+from serve.images import ImageInputError, open_image
+from serve.server_log import log_refusal
 
+SKETCH_CANVAS = (280, 280)  # the Reconstruct view's drawing canvas, in pixels
+# A browser exports the canvas at its device pixel ratio (2 on most phones and laptops): 4x the area covers that.
+MAX_SKETCH_PIXELS = 4 * SKETCH_CANVAS[0] * SKETCH_CANVAS[1]
 MAX_SKETCH_BYTES = 2 * 1024 * 1024  # the 280x280 canvas exports well under 100 KB
 MAX_PENDING_SKETCHES = 64  # composites received by accept_blobs and not yet used by a request
 
@@ -37,93 +43,60 @@ def user_error(message: str, where: str = "upload") -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
-def log_refusal(where: str, message: str) -> None:
-    print(f"refused {where}: {message}", file=sys.stderr, flush=True)
-
-
-def digit_upload(**kwargs: Any) -> gr.Image:
-    """gr.Image(type="filepath", **kwargs) whose preprocess passes the uploaded path on unopened (Gradio's
-    own calls ``PIL.Image.open`` on it without ``formats=``).
-
-    The hardened methods are bound to the instance rather than defined in a subclass: Gradio's component
-    metaclass writes a .pyi stub next to the module of every Component subclass at import time."""
-    component = gr.Image(type="filepath", **kwargs)
-    component.preprocess = types.MethodType(_upload_preprocess, component)  # type: ignore[method-assign]
-    return component
+def digit_upload(**kwargs: Any) -> gr.File:
+    """gr.File(type="filepath", file_count="single", **kwargs): the handler gets the uploaded file's path,
+    unopened."""
+    return gr.File(type="filepath", file_count="single", **kwargs)
 
 
 def digit_sketchpad(**kwargs: Any) -> gr.Sketchpad:
-    """gr.Sketchpad(type="pil", **kwargs) that stores and decodes only its composite, capped in bytes and
-    pixels (see digit_upload for why the methods are bound to the instance)."""
-    component = gr.Sketchpad(type="pil", **kwargs)
-    component.blob_storage = OrderedDict()
-    component.accept_blobs = types.MethodType(_sketch_accept_blobs, component)  # type: ignore[method-assign]
-    component.preprocess = types.MethodType(_sketch_preprocess, component)  # type: ignore[method-assign]
-    return component
+    """gr.Sketchpad(canvas_size=SKETCH_CANVAS, **kwargs) that keeps and decodes only its composite, capped in
+    bytes (MAX_SKETCH_BYTES) and pixels (MAX_SKETCH_PIXELS); the handler gets {"composite": PIL image or None}."""
+    sketch = gr.Sketchpad(type="pil", canvas_size=SKETCH_CANVAS, **kwargs)
+    keep_composite_only(sketch, MAX_SKETCH_BYTES, MAX_PENDING_SKETCHES)
+    replace_preprocess(sketch, lambda payload: _sketch_value(sketch, payload))
+    return sketch
 
 
-def _upload_preprocess(self: gr.Image, payload: ImageData | None) -> str | None:
+def _sketch_value(sketch: gr.Sketchpad, payload: EditorData | None) -> dict[str, Any] | None:
+    """The drawing's composite, decoded by serve.images within the sketch caps (layers and background unread)."""
     if payload is None:
         return None
-    if payload.url and payload.url.startswith("data:"):
-        raise user_error(f"send the image as an uploaded {FORMAT_NAMES} file, not as a data URL")
-    if payload.path is None:
-        raise user_error("no image file was received")
-    return str(payload.path)
-
-
-@server
-def _sketch_accept_blobs(self: gr.Sketchpad, data: AcceptBlobs) -> None:
-    """Keep the composite the browser sends (bounded); drop layers and background unread."""
-    if data.data.get("type") != "composite":
-        return
-    file = data.files[0][1]
-    if len(file) > MAX_SKETCH_BYTES:
-        return  # preprocess then finds no composite and says so
-    key = str(data.data["id"])
-    self.blob_storage[key] = EditorDataBlobs(background=None, layers=[], composite=file)
-    self.blob_storage.move_to_end(key)
-    while len(self.blob_storage) > MAX_PENDING_SKETCHES:
-        self.blob_storage.popitem(last=False)
-
-
-def _sketch_preprocess(self: gr.Sketchpad, payload: EditorData | None) -> dict[str, Any] | None:
-    if payload is None:
-        return None
-    source: io.BytesIO | Path | None = None
-    if payload.id is not None:
-        cached = self.blob_storage.pop(payload.id, None)
-        if cached is not None and cached.composite is not None:
-            source = io.BytesIO(cached.composite)
-    elif payload.composite is not None and payload.composite.path:
-        source = Path(payload.composite.path)
-        if source.stat().st_size > MAX_SKETCH_BYTES:
-            raise user_error(f"the drawing is too large (at most {MAX_SKETCH_BYTES // 1024} KB)", "sketch")
+    source = take_composite(sketch, payload)
     if source is None:
         return {"background": None, "layers": [], "composite": None}
     try:
-        composite = open_image(source)
+        composite = open_image(source, max_pixels=MAX_SKETCH_PIXELS, max_bytes=MAX_SKETCH_BYTES)
     except ImageInputError as exc:
         raise user_error(f"the drawing cannot be read: {exc}", "sketch") from exc
     return {"background": None, "layers": [], "composite": composite}
 
 
 def quiet_refusals(demo: gr.Blocks) -> None:
-    """Make every input component's own validation errors (a slider's bounds, a dropdown's choices) log one
-    line instead of a traceback: Gradio raises those as gr.Error with print_exception=True."""
-    for block in demo.blocks.values():
-        if isinstance(block, gr.components.Component) and "preprocess" not in vars(block):
-            block.preprocess = types.MethodType(_quiet(type(block).preprocess), block)  # type: ignore[method-assign]
+    """Make every input component of ``demo``'s events log one line, not a traceback, for a value it refuses:
+    Gradio raises its own validation errors (a slider's bounds, a dropdown's choices) as gr.Error with
+    print_exception=True, and any other exception of a preprocess (a value of the wrong kind) as an error with a
+    traceback. Both become a gr.Error for the user with print_exception=False and one line in the log."""
+    seen: set[int] = set()
+    for dependency in dependencies(demo):
+        for component in dependency.inputs:
+            if id(component) not in seen:
+                seen.add(id(component))
+                replace_preprocess(component, _quiet(component, component.preprocess))
 
 
-def _quiet(preprocess: Any) -> Any:
-    def wrapper(self: gr.components.Component, payload: Any) -> Any:
+def _quiet(component: gr.components.Component, preprocess: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    where = getattr(component, "label", None) or type(component).__name__
+
+    def quiet_preprocess(payload: Any) -> Any:
         try:
-            return preprocess(self, payload)
+            return preprocess(payload)
         except gr.Error as exc:
             if exc.print_exception:
-                log_refusal(getattr(self, "label", None) or type(self).__name__, str(exc.message))
+                log_refusal(str(where), str(exc.message))
                 exc.print_exception = False
             raise
+        except Exception as exc:  # noqa: BLE001 - a value the component cannot read: refused, not a server error
+            raise user_error(f"{where}: this value cannot be used ({type(exc).__name__})", str(where)) from exc
 
-    return wrapper
+    return quiet_preprocess

@@ -8,6 +8,7 @@ before any pixel is decoded, so a huge image is refused without allocating its p
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,6 +20,7 @@ from vae.config import IMAGE_SIDE
 MAX_INPUT_PIXELS = 4096 * 4096
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 FORMAT_NAMES = "PNG, JPEG, WebP, GIF or BMP"
+GONE = "the uploaded file is no longer on the server (uploads are kept for a while only): upload it again"
 INK_THRESHOLD = 0.1  # pixels brighter than this (after inversion) count as ink for the bounding box
 
 
@@ -26,11 +28,17 @@ class ImageInputError(ValueError):
     """The image cannot be used; the message is meant for the user."""
 
 
-def open_image(path: str | Path | BinaryIO, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
+def open_image(path: str | Path | BinaryIO, max_pixels: int = MAX_INPUT_PIXELS,
+               max_bytes: int | None = None) -> Image.Image:
     """Open an image file (a path or a binary file object) with the decoders of ALLOWED_FORMATS only,
-    refusing other files and images over ``max_pixels`` before decoding."""
+    refusing files over ``max_bytes`` (if given) before reading them, other formats, and images over
+    ``max_pixels`` before decoding."""
+    if max_bytes is not None:
+        check_bytes(path, max_bytes)
     try:
         image = Image.open(path, formats=ALLOWED_FORMATS)
+    except FileNotFoundError as exc:
+        raise ImageInputError(GONE) from exc
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise ImageInputError(_open_error(exc)) from exc
     check_size(image, max_pixels)
@@ -45,6 +53,26 @@ def _open_error(exc: Exception) -> str:
     if isinstance(exc, Image.DecompressionBombError):
         return f"the image is too large (at most {MAX_INPUT_PIXELS:,} pixels)"
     return f"the file is not an image this app reads ({FORMAT_NAMES} only)"
+
+
+def check_bytes(source: str | Path | BinaryIO, max_bytes: int) -> None:
+    """Refuse a file of more than ``max_bytes`` bytes from its size alone, before reading it."""
+    size = _byte_size(source)
+    if size > max_bytes:
+        raise ImageInputError(f"the file is too large: {size:,} bytes (at most {max_bytes:,} bytes)")
+
+
+def _byte_size(source: str | Path | BinaryIO) -> int:
+    """The bytes of a file on disk, or those left from the current position of a file object (kept)."""
+    if isinstance(source, (str, Path)):
+        try:
+            return os.stat(source).st_size
+        except FileNotFoundError as exc:
+            raise ImageInputError(GONE) from exc
+    start = source.tell()
+    size = source.seek(0, os.SEEK_END) - start
+    source.seek(start)
+    return size
 
 
 def check_size(image: Image.Image, max_pixels: int = MAX_INPUT_PIXELS) -> None:

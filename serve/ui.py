@@ -14,19 +14,19 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import gradio as gr
 import numpy as np
 import pandas as pd
-from gradio.utils import get_upload_folder
 from PIL import Image
 
 from search.live import STATUSES
-from serve.components import digit_sketchpad, digit_upload, log_refusal, quiet_refusals
+from serve.components import digit_sketchpad, digit_upload, quiet_refusals
+from serve.gradio_internals import upload_folder
 from serve.images import FORMAT_NAMES, MAX_INPUT_PIXELS
 from serve.search_view import FRONTS, SearchView, read_view
+from serve.server_log import log_refusal
 from serve.service import (
     CLASS_GAUSSIAN,
     DEFAULT_NOISE_SCALE,
@@ -42,11 +42,12 @@ from serve.service import (
     VAEService,
     default_mode,
 )
+from serve.uploads import OUTPUTS_SUBFOLDER
 from vae.checkpoint import EXAMPLES_PER_CLASS
 
-MAX_UPLOAD = "10mb"
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # launch(max_file_size=...): Gradio refuses larger uploads while they arrive
 MAX_SIDE = int(MAX_INPUT_PIXELS**0.5)
-UPLOAD_LIMITS = (f"{FORMAT_NAMES} only; at most {MAX_UPLOAD.upper().replace('MB', ' MB')} and "
+UPLOAD_LIMITS = (f"{FORMAT_NAMES} only; at most {MAX_UPLOAD_BYTES // 2**20} MB and "
                  f"{MAX_INPUT_PIXELS:,} pixels (e.g. {MAX_SIDE}x{MAX_SIDE})")
 REFRESH_S = 3.0  # the Search view and "follow the best" re-read the experiment this often while a search runs
 MODE_CHOICES = [("the class's Gaussian in the latent space", CLASS_GAUSSIAN),
@@ -97,7 +98,7 @@ def png_file(image: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     data = buffer.getvalue()
-    folder = Path(get_upload_folder()) / "vaesearch"
+    folder = upload_folder() / OUTPUTS_SUBFOLDER
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{hashlib.sha256(data).hexdigest()}.png"
     if not path.exists():
@@ -218,14 +219,12 @@ def reconstruct_tab(service: VAEService, demo: gr.Blocks) -> None:
     with gr.Tab("Reconstruct"):
         with gr.Row():
             r_sketch = digit_sketchpad(label="Draw a digit (pick the brush on the left first)", image_mode="L",
-                                       canvas_size=(280, 280),
                                        brush=gr.Brush(default_size=12, colors=["#000000"], color_mode="fixed"),
                                        layers=False, elem_id="reconstruct-sketch")
             # serve.components: neither component decodes anything itself; serve.images opens the file with the
             # allowed formats only and checks its size before decoding.
             r_upload = digit_upload(label=f"...or upload an image (used if present): {UPLOAD_LIMITS}",
-                                    image_mode=None, sources=["upload", "clipboard"],
-                                    placeholder=f"Drop a digit image here\n\n{UPLOAD_LIMITS}")
+                                    height=160, elem_id="reconstruct-upload")
             with gr.Column():
                 r_input = output_image("What the model sees (28x28)", height=160, elem_id="reconstruct-input")
                 r_out = output_image("Reconstruction", height=160)

@@ -21,6 +21,7 @@ from search.run import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_START_S = 120  # imports, data and checkpoint loading, the Gradio launch; plus the app's own --wait, if any
+LOG_WAIT_S = 10.0
 
 
 @dataclass
@@ -31,6 +32,14 @@ class Server:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def lines_after(self, before: str, expected: int, timeout_s: float = LOG_WAIT_S) -> list[str]:
+        """The log's lines after the output ``before``, once there are ``expected`` of them or ``timeout_s`` has
+        passed (the app writes a request's line just after its response is sent)."""
+        deadline = time.monotonic() + timeout_s
+        while len(lines := self.output()[len(before):].splitlines()) < expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return lines
 
 
 def app_env(tmp: Path, **extra: str) -> dict[str, str]:

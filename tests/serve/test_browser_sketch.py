@@ -43,3 +43,25 @@ def test_draw_a_stroke_and_reconstruct_it(server: Server) -> None:
     assert pixels.shape == (28, 28)
     assert pixels.max() > 200 and pixels[:, :4].max() < 30  # a light vertical stroke on black, centred
     assert "Traceback" not in server.output()
+
+
+def test_upload_a_digit_and_reconstruct_it(server: Server, tmp_path: Path) -> None:
+    """The upload is Gradio's public gr.File; what the browser sends for it passes serve.edge's checks."""
+    digit = Image.new("L", (84, 84), 255)
+    digit.paste(0, (38, 14, 46, 70))  # a dark vertical bar on white paper, as a photographed "1"
+    digit.save(tmp_path / "one.png")
+    with chromium_page(server.url, height=900) as page:
+        page.get_by_role("tab", name="Reconstruct").click()
+        seen = page.locator("#reconstruct-input img")
+        seen.wait_for(state="visible")  # the view opens with a real example (a 0) reconstructed
+        example = seen.get_attribute("src")
+        page.locator("#reconstruct-upload input[type=file]").set_input_files(str(tmp_path / "one.png"))
+        page.locator("#reconstruct-upload").get_by_text("one.png").wait_for()
+        page.locator("#reconstruct-button").click()
+        page.wait_for_function("([img, before]) => img.complete && img.naturalWidth > 0 && img.src !== before",
+                               arg=[seen.element_handle(), example])
+        pixels = np.asarray(Image.open(io.BytesIO(page.request.get(seen.get_attribute("src")).body())).convert("L"))
+    middle = pixels[6:22]
+    assert pixels.shape == (28, 28) and middle[:, 12:16].max(axis=1).min() > 150  # light ink down the middle
+    assert middle[:, :9].max() < 30 and middle[:, 19:].max() < 30  # and none to the sides: a 1, not the 0
+    assert "refused" not in server.output() and "Traceback" not in server.output()

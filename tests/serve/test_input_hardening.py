@@ -1,5 +1,6 @@
 """Issue 11, in-process: user images reach only the allowed decoders, the sketch's layers are never
-decoded, and images are normalised by their real range (16-bit, dark ink on grey paper)."""
+decoded, a sketch's composite is decoded only if its header says it fits the canvas, and images are normalised
+by their real range (16-bit, dark ink on grey paper)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import gradio as gr
 import numpy as np
 import PIL.Image
 import pytest
-from gradio.components.image_editor import AcceptBlobs, EditorData
-from gradio.data_classes import FileData, ImageData
+from gradio.data_classes import FileData
 from PIL import EpsImagePlugin, Image
 
 from serve import app
+from serve.components import MAX_SKETCH_PIXELS, SKETCH_CANVAS
+from serve.gradio_internals import AcceptBlobs, EditorData
 from serve.images import ImageInputError, open_image, to_model_input
 from serve.service import InvalidRequest, VAEService
 
@@ -55,11 +57,11 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def components(experiment: Path) -> tuple[gr.Image, gr.Sketchpad]:
+def components(experiment: Path) -> tuple[gr.File, gr.Sketchpad]:
     """The app's own upload and sketch components, as build_app makes them."""
     demo = app.build_app(VAEService.from_experiment(experiment))
     blocks = list(demo.blocks.values())
-    upload = next(b for b in blocks if isinstance(b, gr.Image) and b.type == "filepath")
+    upload = next(b for b in blocks if isinstance(b, gr.File))
     sketch = next(b for b in blocks if isinstance(b, gr.Sketchpad))
     return upload, sketch
 
@@ -88,11 +90,9 @@ def test_the_upload_component_passes_the_file_on_unopened(components, tmp_path: 
                                                           opened: list[str]) -> None:
     upload, _ = components
     (tmp_path / "digit.eps").write_bytes(EPS)
-    payload = ImageData(path=str(tmp_path / "digit.eps"), orig_name="digit.eps")
+    payload = FileData(path=str(tmp_path / "digit.eps"), orig_name="digit.eps")
     assert upload.preprocess(payload) == str(tmp_path / "digit.eps")
     assert opened == [] and not fake_gs.exists()
-    with pytest.raises(gr.Error, match="data URL"):
-        upload.preprocess(ImageData(url="data:image/png;base64,AAAA"))
 
 
 def _png(path: Path, side: int, value: int = 0) -> Path:
@@ -135,6 +135,41 @@ def test_sketch_blobs_keep_only_a_bounded_composite(components, opened: list[str
     value = sketch.preprocess(EditorData(id="s1"))
     assert len(opened) == 1 and value["composite"].size == (280, 280)
     assert "s1" not in sketch.blob_storage
+
+
+def _composite_blob(sketch: gr.Sketchpad, drawing_id: str, png: bytes) -> None:
+    sketch.accept_blobs(AcceptBlobs(data={"type": "composite", "index": None, "id": drawing_id, "file": b""},
+                                    files=[("file", png)]))
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # an earlier app.main() may lower the limit
+def test_a_composite_larger_than_the_canvas_allows_is_refused_from_its_header(
+    components, opened: list[str], pixelless_png, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 4: 4096x4096 pixels compress to a small PNG (a pixelless header here: decoding it would fail with
+    "damaged", so the message shows that only the header was read)."""
+    _, sketch = components
+    _composite_blob(sketch, "huge", pixelless_png(4096, 4096))
+    capsys.readouterr()
+    with pytest.raises(gr.Error, match=rf"too large: 4096x4096 pixels \(at most {MAX_SKETCH_PIXELS:,} pixels\)"):
+        sketch.preprocess(EditorData(id="huge"))
+    assert capsys.readouterr().err.splitlines() == [
+        f"refused sketch: the drawing cannot be read: the image is too large: 4096x4096 pixels "
+        f"(at most {MAX_SKETCH_PIXELS:,} pixels)"]
+    assert opened == ["BytesIO"]
+
+
+def test_a_composite_at_twice_the_canvas_resolution_is_read(components, tmp_path: Path) -> None:
+    """A browser with device pixel ratio 2 exports the 280x280 canvas as 560x560: within the cap."""
+    _, sketch = components
+    side = 2 * SKETCH_CANVAS[0]
+    buffer = io.BytesIO()
+    Image.new("L", (side, side), 255).save(buffer, format="PNG")
+    _composite_blob(sketch, "retina", buffer.getvalue())
+    assert sketch.preprocess(EditorData(id="retina"))["composite"].size == (side, side)
+    path = _png(tmp_path / "composite.png", 3 * SKETCH_CANVAS[0])
+    with pytest.raises(gr.Error, match="too large: 840x840 pixels"):
+        sketch.preprocess(EditorData(composite=FileData(path=str(path))))
 
 
 def test_a_sketch_in_a_disallowed_format_is_refused(components, tmp_path: Path, fake_gs: Path) -> None:
