@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if not apply_threads(args.threads):
         return 2
     try:
-        train_config = TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed)
+        train_config = TrainConfig(lr=args.lr, batch_size=args.batch_size, rounds=args.epochs, seed=args.seed)
         device = pick_device(args.device)
         data = load_splits(args.dataset, args.data_dir, seed=args.seed, device=device,
                            log_fn=lambda m: print(m, file=sys.stderr))
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             "latent_width": latent_width, "reparam_width": reparam_width, "parameters": count_parameters(config),
             "train_neg_elbo": last["train_neg_elbo"], "val_neg_elbo": last["val_neg_elbo"],
             "val_recon": last["val_recon"], "val_kl": last["val_kl"], "test_neg_elbo": test["neg_elbo"],
-            "best_val_neg_elbo": best["val_neg_elbo"], "best_val_epoch": best["epoch"],
+            "best_val_neg_elbo": best["val_neg_elbo"], "best_val_epoch": best["round"],
             "active_units": last["val_active_units"], "time_s": elapsed,
         })
         r = rows[-1]

@@ -48,7 +48,7 @@ LAYOUTS: dict[str, Callable[[], LocalRayCluster]] = {
 def search_command(address: str, storage: Path, name: str, args: argparse.Namespace) -> list[str]:
     command = [
         sys.executable, "-m", "search.run", "--address", address, "--storage", str(storage), "--name", name,
-        "--trials", str(args.trials), "--max-epochs", str(args.max_epochs), "--no-early-stopping",
+        "--trials", str(args.trials), "--max-rounds", str(args.max_rounds), "--no-early-stopping",
         "--searcher", "random", "--seed", "0", "--max-concurrent", "2", "--cpus-per-trial", "1",
         "--latent-width", "16", "512", "--reparam-width", "2", "64", "--batch-sizes", "128",
         "--wandb-mode", "disabled", "--verbose", "0",
@@ -85,7 +85,7 @@ def run_layout(layout: str, run: int, storage: Path, args: argparse.Namespace) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--max-epochs", type=int, default=3)
+    parser.add_argument("--max-rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2, help="runs per layout, alternating layouts")
     parser.add_argument("--data-dir", default=os.environ.get("VAESEARCH_DATA_DIR"),
                         help="MNIST IDX folder (default $VAESEARCH_DATA_DIR; none: torchvision downloads)")
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     same_trials = len({json.dumps(r["trials"]) for r in runs}) == 1
     headline = {
         "benchmark": "cluster_scaling",
-        "search": f"{args.trials} trials x {args.max_epochs} epochs (random sampler, seed 0, no early stopping), "
+        "search": f"{args.trials} trials x {args.max_rounds} rounds (random sampler, seed 0, no early stopping), "
                   "2 concurrent, 1 CPU per trial, --address to a ray start cluster on 127.0.0.1",
         "median_search_wall_s": median,
         "two_nodes_over_one_node": round(two / one, 3),

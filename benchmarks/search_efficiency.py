@@ -42,7 +42,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +52,6 @@ REPO = HERE.parent
 GRID_TRIALS = 5  # the article's five pairs: the budget is what they cost
 METHODS = ("grid", "random", "tpe")
 LABELS = {"grid": "article grid (5 pairs, lr 3e-4)", "random": "random search", "tpe": "TPE + ASHA (product)"}
-
-
-@dataclass(frozen=True)
-class Report:
-    """One epoch of one trial, placed on a common clock."""
-
-    at: float  # estimated wall-clock time of the report (s since the epoch)
-    trial_id: str
-    epoch: int
-    val_neg_elbo: float
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -85,33 +74,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 # --- accounting ----------------------------------------------------------------------------------
 
 
-def trial_reports(result: Any) -> list[Report]:
-    """The per-epoch reports of one trial (a ray.tune.Result), on the common clock."""
-    frame = result.metrics_dataframe
-    if frame is None or "val_neg_elbo" not in frame or not len(frame):
-        return []
-    stamps = frame["timestamp"].astype(float).tolist()
-    totals = frame["time_total_s"].astype(float).tolist()
-    low = max(s - t for s, t in zip(stamps, totals, strict=True))
-    high = min(s + 1.0 - t for s, t in zip(stamps, totals, strict=True))
-    start = (low + high) / 2 if high > low else low
-    trial_id = str(frame["trial_id"].iloc[0])
-    return [Report(start + t, trial_id, int(e), float(v))
-            for t, e, v in zip(totals, frame["epoch"], frame["val_neg_elbo"], strict=True)]
+def best_so_far_curve(results: Any, config: Any) -> tuple[list[dict[str, Any]], list[float]]:
+    """Every report of every trial in the order they came (search.leaderboard.best_so_far), and the best so far
+    after each one."""
+    from search.export import trial_record
+    from search.leaderboard import best_so_far
 
-
-def ordered_reports(results: Any) -> list[Report]:
-    reports = [r for result in results for r in trial_reports(result)]
-    return sorted(reports, key=lambda r: r.at)
-
-
-def best_so_far(reports: list[Report]) -> list[float]:
-    curve, best = [], math.inf
-    for report in reports:
-        if math.isfinite(report.val_neg_elbo):
-            best = min(best, report.val_neg_elbo)
-        curve.append(best)
-    return curve
+    curve = best_so_far(trial_record(result, config, budget_over=False) for result in results)
+    return curve, [c["best_val_neg_elbo"] for c in curve]
 
 
 def epochs_to_reach(curve: list[float], target: float) -> int | None:
@@ -119,46 +89,50 @@ def epochs_to_reach(curve: list[float], target: float) -> int | None:
     return next((n for n, value in enumerate(curve, 1) if value <= target + 1e-9), None)
 
 
-def checkpoint_of(results: Any, trial_id: str, epoch: int) -> str:
-    """The local folder of ``trial_id``'s checkpoint after ``epoch``."""
+def checkpoint_of(results: Any, trial_id: str, round_: int) -> str:
+    """The local folder of ``trial_id``'s checkpoint after round ``round_``."""
     for result in results:
         for checkpoint, metrics in result.best_checkpoints:
-            if str(metrics.get("trial_id")) == trial_id and int(metrics.get("epoch", -1)) == epoch:
+            if str(metrics.get("trial_id")) == trial_id and int(metrics.get("round", -1)) == round_:
                 return checkpoint.path
-    raise LookupError(f"no checkpoint kept for trial {trial_id} epoch {epoch} (keep_checkpoints too small?)")
+    raise LookupError(f"no checkpoint kept for trial {trial_id} round {round_} (keep_checkpoints too small?)")
 
 
 # --- one method ----------------------------------------------------------------------------------
 
 
 def run_method(method: str, config: Any, budget: int, data: Any, seed: int) -> dict[str, Any]:
+    from search.export import trial_record
+    from search.live import STATUSES
     from search.tuner import run_search
     from vae.checkpoint import load_checkpoint
     from vae.train import evaluate
 
-    print(f"[{method}] {config.num_samples} trials, max {config.max_epochs} epochs, "
+    print(f"[{method}] {config.num_samples} trials, max {config.max_rounds} rounds, "
           f"{'ASHA' if config.early_stopping else 'no early stopping'}", file=sys.stderr, flush=True)
     start = time.perf_counter()
     outcome = run_search(config, log=lambda _: None)
     wall_s = time.perf_counter() - start
-    reports = ordered_reports(outcome.results)
-    curve = best_so_far(reports)
+    reports, curve = best_so_far_curve(outcome.results, config)
     within = reports[:budget]
-    best = min((r for r in within if math.isfinite(r.val_neg_elbo)), key=lambda r: r.val_neg_elbo)
-    saved = load_checkpoint(checkpoint_of(outcome.results, best.trial_id, best.epoch))
+    best = within[-1]  # the best so far after B trial-rounds: which trial and round reported it
+    records = {r.trial_id: r for r in (trial_record(t, config, budget_over=False) for t in outcome.results)}
+    best_round = next(int(r["round"]) for r in records[best["trial_id"]].reports
+                      if r["val_neg_elbo"] == best["best_val_neg_elbo"])
+    saved = load_checkpoint(checkpoint_of(outcome.results, best["trial_id"], best_round))
     test = evaluate(saved.model, data.test.images, seed=seed)
     rows = {row["trial_id"]: row for row in outcome.leaderboard}
-    hyper = rows[best.trial_id]
-    trials_started = len({r.trial_id for r in within})
+    hyper = rows[best["trial_id"]]
+    trials_started = len({r["trial_id"] for r in within})
     exported = outcome.export.test_metrics.get("test_neg_elbo")
-    print(f"[{method}] done in {wall_s:.0f} s: {len(reports)} trial-epochs, best within B val "
-          f"{best.val_neg_elbo:.2f}, test {test['neg_elbo']:.2f}", file=sys.stderr, flush=True)
+    print(f"[{method}] done in {wall_s:.0f} s: {len(reports)} trial-rounds, best within B val "
+          f"{best['best_val_neg_elbo']:.2f}, test {test['neg_elbo']:.2f}", file=sys.stderr, flush=True)
     return {
         "method": method, "label": LABELS[method], "searcher": config.searcher, "early_stopping": config.early_stopping,
         "warm_start": config.warm_start if config.searcher != "grid" else None,
         "trials_run": len(outcome.leaderboard), "trials_within_budget": trials_started,
         "trial_epochs_run": len(reports), "wall_s": wall_s,
-        "best_val_neg_elbo": best.val_neg_elbo, "best_trial": best.trial_id, "best_epoch": best.epoch,
+        "best_val_neg_elbo": best["best_val_neg_elbo"], "best_trial": best["trial_id"], "best_epoch": best_round,
         "best_config": {k: hyper[k] for k in ("latent_width", "reparam_width", "lr", "batch_size", "parameters")},
         "test_neg_elbo": test["neg_elbo"], "test_recon": test["recon"], "test_kl": test["kl"],
         "test_active_units": test["active_units"],
@@ -166,10 +140,9 @@ def run_method(method: str, config: Any, budget: int, data: Any, seed: int) -> d
         "exported_test_neg_elbo": exported,
         "best_val_neg_elbo_all_epochs": min(curve) if curve else None,
         "curve": curve,
-        "statuses": {s: sum(r["status"] == s for r in outcome.leaderboard)
-                     for s in ("TERMINATED", "EARLY_STOPPED", "ERROR")},
+        "statuses": {s: sum(r["status"] == s for r in outcome.leaderboard) for s in STATUSES},
         "leaderboard": [{k: row[k] for k in ("trial_id", "status", "latent_width", "reparam_width", "lr",
-                                             "batch_size", "epochs", "best_val_neg_elbo")}
+                                             "batch_size", "rounds", "best_val_neg_elbo")}
                         for row in outcome.leaderboard],
     }
 
@@ -215,7 +188,7 @@ def run_seed(seed: int, args: argparse.Namespace, budget: int, data_dir: str | N
 
 def common_settings(args: argparse.Namespace, data_dir: str | None, storage: Path, seed: int) -> dict[str, Any]:
     return {
-        "max_epochs": args.epochs, "max_concurrent": 2, "cpus_per_trial": 1, "num_cpus": 2,
+        "max_rounds": args.epochs, "max_concurrent": 2, "cpus_per_trial": 1, "num_cpus": 2, "time_budget_s": None,
         "data_dir": str(Path(data_dir).absolute()) if data_dir else None, "storage": str(storage),
         "seed": seed, "wandb_mode": "disabled", "verbose": 0, "keep_checkpoints": args.epochs, "checkpoint_every": 1,
     }

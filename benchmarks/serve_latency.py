@@ -57,7 +57,7 @@ def train_checkpoint(folder: Path) -> Path:
     from vae.train import fit
 
     data = load_splits("mnist", seed=0)
-    result = fit(ModelConfig(256, 16), TrainConfig(lr=1e-3, epochs=1), data, device="cpu")
+    result = fit(ModelConfig(256, 16), TrainConfig(lr=1e-3, rounds=1), data, device="cpu")
     gaussians = fit_class_gaussians(result.model, data.train.images, data.train.labels, 10)
     return save_checkpoint(folder / "checkpoint", result.model, dataset="mnist", examples=data.test,
                            class_gaussians=gaussians)

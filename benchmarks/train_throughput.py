@@ -1,8 +1,5 @@
-"""Training throughput of vae.train.train_epoch, with the plain loss and the fused one, versus the article's loop.
-
-Our loop runs twice: with its default loss (``vae.loss.neg_elbo``, plain torch) and with the opt-in
-fused autograd node (``vae.fused_loss.neg_elbo``, same values and gradients), so that the fused node's
-gain is measured against the plain loss in the same run.
+"""Training throughput of vae.train.train_round (one round = one epoch of the 8000 training images) versus the
+article's loop.
 
 The article's loop: torchvision's MNIST dataset, which turns each uint8 image into a PIL image and
 applies ``transforms.ToTensor()`` per sample, a ``DataLoader`` (batch 32, shuffled, no workers), the
@@ -35,18 +32,16 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import MNIST, VisionDataset
 
-from vae import fused_loss
 from vae.config import ModelConfig, TrainConfig
 from vae.data import DataError, load_splits
-from vae.model import LinearVAE, flops_per_sample
-from vae.train import make_optimizer, train_epoch
+from vae.model import VAE, build_model, flops_per_sample
+from vae.train import make_optimizer, train_round
 
 MODELS = (ModelConfig(32, 4), ModelConfig(512, 64))  # the article's smallest and largest
 BATCHES = (32, 128, 512)
 ARTICLE_BATCH = 32
 LR = 3e-4
 DEFAULT_BATCH = TrainConfig().batch_size
-LOOPS = {"ours": {}, "fused": {"loss_fn": fused_loss.neg_elbo}}  # our loop's default loss, and the fused node
 
 
 class InMemoryMNIST(MNIST):
@@ -68,7 +63,7 @@ def article_loss(x: torch.Tensor, reconstructed: torch.Tensor, mu: torch.Tensor,
     return bce + kld
 
 
-def article_epoch(model: LinearVAE, optimizer: torch.optim.Optimizer, loader: DataLoader) -> dict[str, float]:
+def article_epoch(model: VAE, optimizer: torch.optim.Optimizer, loader: DataLoader) -> dict[str, float]:
     """One epoch the article's way, with the backward/step the article's train() forgot."""
     model.train()
     data_s = step_s = 0.0
@@ -128,21 +123,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _measure(config: ModelConfig, images: torch.Tensor, article_data: InMemoryMNIST, thread_counts: list[int],
              repeats: int) -> dict[tuple[int, str], dict]:
-    """Best epoch of every loop (ours with the plain and with the fused loss at each batch, the article's at
-    32 and at each batch) under every thread count; all of them interleaved round by round, so that load
-    from other processes hits all alike."""
+    """Best epoch of every loop (ours at each batch, the article's at 32 and at each batch) under every thread
+    count; all of them interleaved round by round, so that load from other processes hits all alike."""
     contenders = {}
     for batch in BATCHES:
-        for loop, loss_kwargs in LOOPS.items():
-            torch.manual_seed(0)
-            model = LinearVAE(config)
-            optimizer = make_optimizer(model, LR)  # what vae.train.fit uses
-            generator = torch.Generator().manual_seed(0)
-            contenders[f"{loop}@{batch}"] = (lambda m=model, o=optimizer, b=batch, g=generator, kw=loss_kwargs:
-                                             train_epoch(m, o, images, batch_size=b, generator=g, **kw))
+        torch.manual_seed(0)
+        model = build_model(config)
+        optimizer = make_optimizer(model, TrainConfig(lr=LR))  # what vae.train.fit uses
+        generator = torch.Generator().manual_seed(0)
+        contenders[f"ours@{batch}"] = (lambda m=model, o=optimizer, b=batch, g=generator:
+                                       train_round(m, o, images, batch_size=b, generator=g))
     for batch in sorted({ARTICLE_BATCH, *BATCHES}):
         torch.manual_seed(0)
-        model = LinearVAE(config)
+        model = build_model(config)
         optimizer = torch.optim.Adam(model.parameters(), lr=LR)  # as the article writes it
         loader = DataLoader(article_data, batch_size=batch, shuffle=True)
         contenders[f"article@{batch}"] = lambda m=model, o=optimizer, ld=loader: article_epoch(m, o, ld)
@@ -160,20 +153,20 @@ def _measure(config: ModelConfig, images: torch.Tensor, article_data: InMemoryMN
     return runs
 
 
-def _targets(rows: list[dict], threads: int, loop: str) -> dict[str, bool]:
-    """The throughput targets for ``loop`` ("ours": the default plain loss; "fused")."""
+def _targets(rows: list[dict], threads: int) -> dict[str, bool]:
+    """The throughput targets of our loop."""
     def at(latent: int, batch: int) -> dict:
         return next(r for r in rows if r["threads"] == threads and r["latent_width"] == latent
                     and r["batch_size"] == batch)
 
     def speedup(row: dict) -> float:
-        return row[f"{loop}_samples_per_s"] / row["article_b32_samples_per_s"]
+        return row["ours_samples_per_s"] / row["article_b32_samples_per_s"]
 
     small, large = at(MODELS[0].latent_width, DEFAULT_BATCH), at(MODELS[1].latent_width, DEFAULT_BATCH)
     return {
         "small_speedup_at_default_batch_ge_10": speedup(small) >= 10,
         "large_speedup_at_default_batch_ge_3": speedup(large) >= 3,
-        "large_half_of_matmul_at_default_batch": large[f"{loop}_fraction_of_matmul"] >= 0.5,
+        "large_half_of_matmul_at_default_batch": large["ours_fraction_of_matmul"] >= 0.5,
         "batch32_faster_than_article": all(speedup(at(m.latent_width, 32)) > 1 for m in MODELS),
     }
 
@@ -210,28 +203,23 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(threads)
             article_sps = runs[threads, f"article@{ARTICLE_BATCH}"]["samples_per_s"]
             for batch in BATCHES:
-                ours, fused = runs[threads, f"ours@{batch}"], runs[threads, f"fused@{batch}"]
+                ours = runs[threads, f"ours@{batch}"]
                 article_same = runs[threads, f"article@{batch}"]
                 row = {
                     "threads": threads, "latent_width": config.latent_width, "reparam_width": config.reparam_width,
                     "batch_size": batch,
                     "ours_samples_per_s": ours["samples_per_s"],
-                    "fused_samples_per_s": fused["samples_per_s"],
-                    "fused_speedup_vs_ours": fused["samples_per_s"] / ours["samples_per_s"],
                     "article_b32_samples_per_s": article_sps,
                     "speedup_vs_article_b32": ours["samples_per_s"] / article_sps,
-                    "fused_speedup_vs_article_b32": fused["samples_per_s"] / article_sps,
                     "article_same_batch_samples_per_s": article_same["samples_per_s"],
                     "speedup_vs_article_same_batch": ours["samples_per_s"] / article_same["samples_per_s"],
-                    "fused_speedup_vs_article_same_batch": fused["samples_per_s"] / article_same["samples_per_s"],
                     "matmul_gflops": matmul_gflops(config, batch, args.repeats),
                     "article_data_s": article_same["data_s"], "article_step_s": article_same["step_s"],
                     "article_time_s": article_same["time_s"],
                 }
-                for loop, run in (("ours", ours), ("fused", fused)):
-                    row[f"{loop}_gflops"] = run["samples_per_s"] * train_flops / 1e9
-                    row[f"{loop}_fraction_of_matmul"] = row[f"{loop}_gflops"] / row["matmul_gflops"]
-                    row.update({f"{loop}_{k}": run[k] for k in ("data_s", "step_s", "time_s")})
+                row["ours_gflops"] = ours["samples_per_s"] * train_flops / 1e9
+                row["ours_fraction_of_matmul"] = row["ours_gflops"] / row["matmul_gflops"]
+                row.update({f"ours_{k}": ours[k] for k in ("data_s", "step_s", "time_s")})
                 rows.append(row)
     torch.set_num_threads(default_threads)
 
@@ -239,29 +227,23 @@ def main(argv: list[str] | None = None) -> int:
     for threads in thread_counts:
         print(f"\n{threads} thread{'s' if threads > 1 else ''}"
               + (" (torch's default here)" if threads == default_threads else "") + ":")
-        print("ours: our loop with its default, plain loss; fused: the same loop with vae.fused_loss.neg_elbo")
-        print(f"{'model':>8} {'batch':>5} {'ours/s':>9} {'fused/s':>9} {'fused x':>7} {'article@32/s':>12} "
-              f"{'ours x':>6} {'fused x':>7} {'article@b/s':>11} {'ours x':>6} {'GFLOP/s':>8} {'mm GFLOP/s':>10} "
-              f"{'of mm':>6} {'fused':>6}")
+        print(f"{'model':>8} {'batch':>5} {'ours/s':>9} {'article@32/s':>12} {'ours x':>6} {'article@b/s':>11} "
+              f"{'ours x':>6} {'GFLOP/s':>8} {'mm GFLOP/s':>10} {'of mm':>6}")
         for r in (r for r in rows if r["threads"] == threads):
             print(f"{r['latent_width']:>4}/{r['reparam_width']:<3} {r['batch_size']:>5} "
-                  f"{r['ours_samples_per_s']:>9.0f} {r['fused_samples_per_s']:>9.0f} "
-                  f"{r['fused_speedup_vs_ours']:>7.2f} {r['article_b32_samples_per_s']:>12.0f} "
-                  f"{r['speedup_vs_article_b32']:>6.1f} {r['fused_speedup_vs_article_b32']:>7.1f} "
+                  f"{r['ours_samples_per_s']:>9.0f} {r['article_b32_samples_per_s']:>12.0f} "
+                  f"{r['speedup_vs_article_b32']:>6.1f} "
                   f"{r['article_same_batch_samples_per_s']:>11.0f} {r['speedup_vs_article_same_batch']:>6.1f} "
-                  f"{r['ours_gflops']:>8.1f} {r['matmul_gflops']:>10.1f} {r['ours_fraction_of_matmul']:>6.0%} "
-                  f"{r['fused_fraction_of_matmul']:>6.0%}")
+                  f"{r['ours_gflops']:>8.1f} {r['matmul_gflops']:>10.1f} {r['ours_fraction_of_matmul']:>6.0%}")
         print("batch 32, where an epoch's time goes (s):")
         for r in rows:
             if r["threads"] == threads and r["batch_size"] == ARTICLE_BATCH:
                 print(f"  {r['latent_width']}/{r['reparam_width']}: ours data {r['ours_data_s']:.3f} + step "
-                      f"{r['ours_step_s']:.3f} of {r['ours_time_s']:.3f}; fused data {r['fused_data_s']:.3f} + step "
-                      f"{r['fused_step_s']:.3f} of {r['fused_time_s']:.3f}; article data {r['article_data_s']:.3f} + "
+                      f"{r['ours_step_s']:.3f} of {r['ours_time_s']:.3f}; article data {r['article_data_s']:.3f} + "
                       f"step {r['article_step_s']:.3f} of {r['article_time_s']:.3f}")
-        targets[f"{threads}_threads"] = {loop: _targets(rows, threads, loop) for loop in LOOPS}
-        for loop, met in targets[f"{threads}_threads"].items():
-            print(f"targets at batch {DEFAULT_BATCH} (and 32), {loop}:",
-                  ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in met.items()))
+        targets[f"{threads}_threads"] = _targets(rows, threads)
+        print(f"targets at batch {DEFAULT_BATCH} (and 32):",
+              ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets[f"{threads}_threads"].items()))
     load_after = os.getloadavg()
     print(f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (1 min)")
 
@@ -269,17 +251,14 @@ def main(argv: list[str] | None = None) -> int:
                    "threads_measured": thread_counts, "machine": platform.machine(),
                    "processor": platform.processor(), "train_images": len(images), "repeats": args.repeats,
                    "data": f"{data.dataset} train split of the offline IDX files",
-                   "loops": {"ours": "vae.train.train_epoch with its default loss, vae.loss.neg_elbo (plain torch)",
-                             "fused": "vae.train.train_epoch with loss_fn=vae.fused_loss.neg_elbo",
+                   "loops": {"ours": "vae.train.train_round (an epoch of the training split), vae.loss.neg_elbo",
                              "article": "the article's DataLoader loop and per-pixel loss"},
                    "load_average_1_5_15min_before": [round(v, 2) for v in load_before],
                    "load_average_1_5_15min_after": [round(v, 2) for v in load_after]}
     headline_keys = ("threads", "latent_width", "reparam_width", "batch_size", "ours_samples_per_s",
-                     "fused_samples_per_s", "fused_speedup_vs_ours", "article_b32_samples_per_s",
-                     "speedup_vs_article_b32", "fused_speedup_vs_article_b32", "speedup_vs_article_same_batch",
-                     "fused_speedup_vs_article_same_batch", "ours_gflops", "fused_gflops", "matmul_gflops",
-                     "ours_fraction_of_matmul", "fused_fraction_of_matmul", "ours_data_s", "ours_step_s",
-                     "fused_data_s", "fused_step_s", "article_data_s", "article_step_s")
+                     "article_b32_samples_per_s", "speedup_vs_article_b32", "speedup_vs_article_same_batch",
+                     "ours_gflops", "matmul_gflops", "ours_fraction_of_matmul", "ours_data_s", "ours_step_s",
+                     "article_data_s", "article_step_s")
     headline = {"environment": environment, "targets": targets,
                 "rows": [{k: (round(r[k], 3) if isinstance(r[k], float) else r[k]) for k in headline_keys}
                          for r in rows]}

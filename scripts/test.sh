@@ -9,4 +9,5 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q -e ".[dev]"
 export VAESEARCH_DATA_DIR="${VAESEARCH_DATA_DIR:-$(cd .. && pwd)/shared/mnist}"
 .venv/bin/ruff check .
+.venv/bin/mypy
 .venv/bin/python -m pytest -m "" "$@"

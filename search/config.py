@@ -15,8 +15,10 @@ from typing import Any, Literal, get_args
 from search.layout import DEFAULT_STORAGE
 from search.space import ARTICLE_GRID, SearchSpace, SpaceError
 from search.tracking import default_wandb_mode
+from vae.config import INPUT_DIM, MAX_SIDE, MIN_SIDE
 from vae.data import DATA_DIR_ENV, DATASETS
 from vae.options import option, python_only, resume_overrides, smoke_values
+from vae.own_data import is_own_data
 
 Searcher = Literal["tpe", "random", "grid"]
 WandbMode = Literal["online", "offline", "disabled"]
@@ -32,6 +34,8 @@ DEFAULT_TIME_BUDGET_S = 450.0
 # share of the search's time (at least 100 images), and says how precise that mean is.
 IWAE_SHARE = 0.05
 DEFAULT_IWAE_S = 30.0
+# A round is this many 28x28 images, and as many pixels of images of other sizes (round_images_for).
+BASE_ROUND_IMAGES = 8000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # The sections of the CLI's help, in the order their first field appears.
@@ -77,6 +81,12 @@ def _zero_is_none(seconds: float) -> float | None:
 
 def _absolute_path(path: str) -> str:
     return str(Path(path).expanduser().absolute())
+
+
+def _dataset(name: str) -> str:
+    """A built-in data set's name (or an unknown name, refused with the others) as given; the path of a user's
+    images made absolute."""
+    return _absolute_path(name) if name not in DATASETS and is_own_data(name) else name
 
 
 def _storage_folder(storage: str) -> str:
@@ -149,9 +159,16 @@ class SearchConfig:
                                 help="start a new actor for every trial (TuneConfig.reuse_actors=False) instead of "
                                 "running it in a finished trial's")
 
-    dataset: str = option("mnist", group=DATA, help=f"one of: {', '.join(DATASETS)}")
-    round_images: int = option(
-        8000, group=DATA, metavar="N",
+    dataset: str = option("mnist", group=DATA, parse=_dataset,
+                          help=f"{' or '.join(DATASETS)}, or the path of your own images: a folder with one "
+                          "sub-folder per class (ImageFolder layout) or of unlabelled images, or an .npz with "
+                          "'images' (uint8 [N, H, W] or [N, H, W, C]) and optional 'labels' and 'class_names'")
+    image_size: int | None = option(None, group=DATA, metavar="S", shown_default="the images' own size",
+                                    help=f"resize your own images to S x S, S from {MIN_SIDE} to {MAX_SIDE} (needed "
+                                    "when they differ in size)")
+    round_images: int | None = option(
+        None, group=DATA, metavar="N", shown_default=f"{BASE_ROUND_IMAGES} images of 28x28 pixels, and as many pixels "
+        "for other sizes",
         help="training images per round: a trial is validated and reports after each round, so that budgets mean "
         "the same work on any data set size (8000: one epoch of the offline MNIST split, 0.15 of Fashion-MNIST's "
         "54,000)")
@@ -206,9 +223,9 @@ class SearchConfig:
                  f"{name} must be a positive integer, got {value!r}", name)
 
         for name in ("max_rounds", "grace_period", "max_concurrent", "cpus_per_trial", "keep_checkpoints", "iwae_k",
-                     "round_images", "val_images"):
+                     "val_images"):
             positive_int(name)
-        for name in ("trials", "num_cpus", "checkpoint_every"):
+        for name in ("trials", "num_cpus", "checkpoint_every", "round_images"):
             if getattr(self, name) is not None:
                 positive_int(name)
         need(self.iwae_seconds is None or (isinstance(self.iwae_seconds, (int, float))
@@ -228,8 +245,11 @@ class SearchConfig:
         need(isinstance(gpus, (int, float)) and math.isfinite(gpus) and gpus >= 0
              and (gpus <= 1 or float(gpus).is_integer()),
              f"gpus_per_trial must be >= 0, a fraction up to 1 or a whole number, got {gpus!r}", "gpus_per_trial")
-        need(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}",
-             "dataset")
+        need(self.dataset in DATASETS or is_own_data(self.dataset),
+             f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}, or give the path of a folder "
+             "of images or an .npz", "dataset")
+        need(self.image_size is None or (isinstance(self.image_size, int) and MIN_SIDE <= self.image_size <= MAX_SIDE),
+             f"image_size must be from {MIN_SIDE} to {MAX_SIDE}, got {self.image_size!r}", "image_size")
         need(self.data_dir is None or Path(self.data_dir).is_absolute(),
              f"data_dir must be an absolute path, got {self.data_dir!r}", "data_dir")
         need(is_uri(self.storage) or Path(self.storage).is_absolute(),
@@ -269,6 +289,18 @@ class SearchConfig:
         if self.iwae_seconds is not None:
             return float(self.iwae_seconds)
         return max(10.0, IWAE_SHARE * self.time_budget_s) if self.time_budget_s else DEFAULT_IWAE_S
+
+    def round_images_for(self, image_shape: tuple[int, int, int]) -> int:
+        """Training images per round for images of ``image_shape``: ``round_images``, else BASE_ROUND_IMAGES
+        images' worth of 28x28 pixels (a round of 64x64 RGB images is about 500 of them)."""
+        if self.round_images is not None:
+            return self.round_images
+        return max(100, round(BASE_ROUND_IMAGES * INPUT_DIM / (image_shape[0] * image_shape[1] * image_shape[2])))
+
+    @property
+    def dataset_label(self) -> str:
+        """The data set as an experiment's default name shows it: its name, or its path's last part."""
+        return self.dataset if self.dataset in DATASETS else Path(self.dataset).stem or "images"
 
     @property
     def rungs(self) -> tuple[int, ...]:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from ray.tune import Callback
-
 from search.budget import stored_deadline
+from search.guarded_callback import GuardedCallback
 from search.hyperparams import BY_NAME
 from search.live import ERROR, trial_status
 from search.trial_config import METRIC, RUN_KEY
@@ -32,7 +30,7 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-class Console(Callback):
+class Console(GuardedCallback):
     """The console of a search over ``searched`` hyperparameters. ``stream``: where it writes (a terminal gets
     the live table)."""
 
@@ -43,7 +41,6 @@ class Console(Callback):
         self.summary_every_s = summary_every_s
         self.deadline: float | None = None
         self._live: Any = None
-        self._failed = False
         self._rows: dict[str, dict[str, Any]] = {}
         self._last_summary = time.monotonic()
 
@@ -58,26 +55,55 @@ class Console(Callback):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_live": None}
 
-    # --- Tune's hooks ---------------------------------------------------------------------------
+    # --- GuardedCallback's methods ---------------------------------------------------------------
 
-    def setup(self, **info: Any) -> None:
-        self._safely(self._setup)
+    def setup_run(self) -> None:
+        self.deadline = stored_deadline(self.experiment_dir)
+        self._last_summary = time.monotonic()
 
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
-                        **info: Any) -> None:
-        self._safely(self._update, trial, result)
+    def result(self, trial: Any, result: dict[str, Any]) -> None:
+        row = self._row(trial)
+        row["result"] = result
+        row["status"] = "RUNNING"
+        if isinstance(result.get("round"), int):
+            row["round"] = result["round"]
+        value = result.get(METRIC)
+        if isinstance(value, (int, float)) and value == value:
+            row["last"] = float(value)
+            row["best"] = value if row["best"] is None else min(row["best"], float(value))
+        self._redraw()
 
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._safely(self._finished, trial, False)
+    def ended(self, trial: Any, errored: bool) -> None:
+        row = self._row(trial)
+        result = row["result"] or trial.last_result or {}
+        budget_over = self.deadline is not None and time.time() >= self.deadline
+        row["status"] = trial_status("TERMINATED", result if "round" in result else None,
+                                     max_rounds=self.max_rounds, rungs=self.rungs, errored=errored,
+                                     budget_over=budget_over)
+        values = ", ".join(f"{name} {BY_NAME[name].format(v)}" for name, v in row["values"].items())
+        best = f"best val neg-ELBO {row['best']:.2f}" if row["best"] is not None else "no result"
+        rounds = f"after {row['round']} round{'s' * (row['round'] != 1)}" if row["round"] else "before its first round"
+        reason = f": {result['error']}" if row["status"] == ERROR and result.get("error") else ""
+        self.line(f"trial {trial.trial_id} {row['status']} {rounds}: {best} ({values}){reason}")
+        self._redraw()
 
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._safely(self._finished, trial, True)
+    def step(self, trials: list[Any]) -> None:
+        for trial in trials:
+            row = self._row(trial)
+            if row["status"] in ("PENDING", "RUNNING", "PAUSED"):
+                row["status"] = trial.status if trial.status in ("PENDING", "RUNNING", "PAUSED") else row["status"]
+        if not self.interactive and time.monotonic() - self._last_summary >= self.summary_every_s:
+            self._last_summary = time.monotonic()
+            self.line(self._summary())
+        self._redraw()
 
-    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        self._safely(self._step, trials)
+    def experiment_ended(self, trials: list[Any]) -> None:
+        self.close()
 
-    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        self._safely(self.close)
+    def report_failure(self, exc: Exception) -> None:
+        self.close()
+        print(f"note: the console failed ({type(exc).__name__}: {exc}); the search goes on", file=self.stream,
+              flush=True)
 
     def close(self) -> None:
         """Stop redrawing (the table is removed; what follows is printed plainly)."""
@@ -94,20 +120,6 @@ class Console(Callback):
         else:
             print(text, file=self.stream, flush=True)
 
-    def _safely(self, method: Callable[..., None], *args: Any) -> None:
-        try:
-            method(*args)
-        except Exception as exc:  # the console must never end a search
-            if not self._failed:
-                self._failed = True
-                self.close()
-                print(f"note: the console failed ({type(exc).__name__}: {exc}); the search goes on",
-                      file=self.stream, flush=True)
-
-    def _setup(self) -> None:
-        self.deadline = stored_deadline(self.experiment_dir)
-        self._last_summary = time.monotonic()
-
     def _row(self, trial: Any) -> dict[str, Any]:
         row = self._rows.get(trial.trial_id)
         if row is None:
@@ -116,42 +128,6 @@ class Console(Callback):
                                                 "last": None, "best": None, "result": None,
                                                 "values": {k: config.get(k) for k in self.searched if k != RUN_KEY}}
         return row
-
-    def _update(self, trial: Any, result: dict[str, Any]) -> None:
-        row = self._row(trial)
-        row["result"] = result
-        row["status"] = "RUNNING"
-        if isinstance(result.get("round"), int):
-            row["round"] = result["round"]
-        value = result.get(METRIC)
-        if isinstance(value, (int, float)) and value == value:
-            row["last"] = float(value)
-            row["best"] = value if row["best"] is None else min(row["best"], float(value))
-        self._redraw()
-
-    def _finished(self, trial: Any, errored: bool) -> None:
-        row = self._row(trial)
-        result = row["result"] or trial.last_result or {}
-        budget_over = self.deadline is not None and time.time() >= self.deadline
-        row["status"] = trial_status("TERMINATED", result if "round" in result else None,
-                                     max_rounds=self.max_rounds, rungs=self.rungs, errored=errored,
-                                     budget_over=budget_over)
-        values = ", ".join(f"{name} {BY_NAME[name].format(v)}" for name, v in row["values"].items())
-        best = f"best val neg-ELBO {row['best']:.2f}" if row["best"] is not None else "no result"
-        rounds = f"after {row['round']} round{'s' * (row['round'] != 1)}" if row["round"] else "before its first round"
-        reason = f": {result['error']}" if row["status"] == ERROR and result.get("error") else ""
-        self.line(f"trial {trial.trial_id} {row['status']} {rounds}: {best} ({values}){reason}")
-        self._redraw()
-
-    def _step(self, trials: list[Any]) -> None:
-        for trial in trials:
-            row = self._row(trial)
-            if row["status"] in ("PENDING", "RUNNING", "PAUSED"):
-                row["status"] = trial.status if trial.status in ("PENDING", "RUNNING", "PAUSED") else row["status"]
-        if not self.interactive and time.monotonic() - self._last_summary >= self.summary_every_s:
-            self._last_summary = time.monotonic()
-            self.line(self._summary())
-        self._redraw()
 
     def _summary(self) -> str:
         counts: dict[str, int] = {}

@@ -34,7 +34,7 @@ from search.live import ERROR, NO_RESULT, STATUSES, TrialLive, finite, trial_sta
 from search.plots import CURVE_PNG, PARETO_PNG, SPACE_PNG, plot_curve, plot_pareto, plot_space
 from search.trial_config import BEST_METRIC, METRIC, MODE, RUN_KEY
 from search.trial_state import CLASS_GAUSSIAN_IMAGES
-from vae.checkpoint import load_checkpoint, save_checkpoint
+from vae.checkpoint import CHECKPOINT_FILES, load_checkpoint, save_checkpoint
 from vae.class_gaussians import fit_class_gaussians
 from vae.config import TrainConfig
 from vae.data import DataSplits
@@ -64,6 +64,11 @@ class ExportSummary:
 # --- trials --------------------------------------------------------------------------------------
 
 
+def results_of(grid: tune.ResultGrid) -> list[tune.Result]:
+    """The results of a ResultGrid, one per trial (it has ``len`` and indexing, no declared ``__iter__``)."""
+    return [grid[index] for index in range(len(grid))]
+
+
 def trial_id_of(result: tune.Result) -> str:
     """The trial ID, from the metrics or (for a trial that never reported) its folder ``trial_<id>``."""
     if result.metrics and result.metrics.get("trial_id"):
@@ -76,8 +81,8 @@ def error_line(error: BaseException | None) -> str | None:
     if error is None:
         return None
     cause: BaseException = error
-    while getattr(cause, "cause", None) is not None and cause.cause is not cause:  # RayTaskError / TuneError
-        cause = cause.cause
+    while isinstance(inner := getattr(cause, "cause", None), BaseException) and inner is not cause:  # Ray's wrappers
+        cause = inner
     text = str(cause).strip().splitlines()
     message = next((line for line in reversed(text) if "Error" in line and ":" in line), text[-1] if text else "")
     return message if message.startswith(type(cause).__name__) else f"{type(cause).__name__}: {message}"
@@ -100,7 +105,7 @@ def trial_record(result: tune.Result, config: SearchConfig, *, budget_over: bool
     searched = {k: v for k, v in (result.config or {}).items() if k != RUN_KEY}
     parameters = metrics.get("parameters")
     return TrialLive(trial_id_of(result), status, hyperparameters(searched), reports,
-                     parameters=int(parameters) if finite(parameters) else None, error=error)
+                     parameters=int(parameters) if isinstance(parameters, (int, float)) else None, error=error)
 
 
 def _value(value: Any) -> float | None:
@@ -127,22 +132,23 @@ def _copy_trial_checkpoint(result: tune.Result, data: DataSplits, destination: P
     """Copy the trial's best checkpoint (a vae.checkpoint folder) to ``destination``; returns its metrics. A
     checkpoint of an older experiment, without class Gaussians or examples, gets them here."""
     checkpoint = result.get_best_checkpoint(BEST_METRIC, MODE) or result.checkpoint
+    if checkpoint is None:
+        raise ValueError(f"trial {trial_id_of(result)} left no checkpoint")
     with checkpoint.as_directory() as directory:
         saved = load_checkpoint(directory)
-        if saved.class_gaussians is not None and saved.examples is not None:
+        if saved.examples is not None and (saved.class_gaussians is not None or not data.labelled):
             destination.mkdir(parents=True, exist_ok=True)
-            for item in Path(directory).iterdir():
-                if item.name in ("model.safetensors", "checkpoint.json", "examples.safetensors",
-                                 "class_gaussians.safetensors"):
-                    shutil.copy2(item, destination / item.name)
+            for name in CHECKPOINT_FILES:  # the vae.checkpoint files; not the trial's optimizer state
+                if (Path(directory) / name).is_file():
+                    shutil.copy2(Path(directory) / name, destination / name)
             return dict(saved.meta.get("metrics", {}))
     gaussians = fit_class_gaussians(saved.model, data.train.images, data.train.labels, len(data.class_names),
-                                    max_per_class=CLASS_GAUSSIAN_IMAGES)
+                                    max_per_class=CLASS_GAUSSIAN_IMAGES) if data.labelled else None
     train_config = saved.meta.get("train_config")
     save_checkpoint(destination, saved.model, dataset=data.dataset, metrics=saved.meta.get("metrics", {}),
                     train_config=TrainConfig.from_dict(train_config) if train_config else None,
                     extra={k: saved.meta[k] for k in ("trial_id", "round") if k in saved.meta},
-                    examples=data.test, class_gaussians=gaussians)
+                    examples=data.test, class_gaussians=gaussians, class_names=data.class_names)
     return dict(saved.meta.get("metrics", {}))
 
 
@@ -161,9 +167,9 @@ def _evaluate_best(best_dir: Path, row: dict[str, Any], config: SearchConfig, da
     save_checkpoint(best_dir, saved.model, dataset=saved.dataset, metrics={**saved.meta.get("metrics", {}), **metrics},
                     train_config=TrainConfig.from_dict(train_config) if train_config else None,
                     extra={"trial_id": row["trial_id"], "status": row["status"], "rounds": row["rounds"]},
-                    examples=saved.examples, class_gaussians=saved.class_gaussians)
-    log(f"test split: neg-ELBO {test['neg_elbo']:.2f} nats on {len(data.test)} images; IWAE (k={bound.k}) "
-        f"{bound.mean:.2f} +- {bound.standard_error:.2f} nats on {bound.images} of them")
+                    examples=saved.examples, class_gaussians=saved.class_gaussians, class_names=saved.class_names)
+    log(f"test split: neg-ELBO {test['neg_elbo']:.2f} nats ({test['bits_per_dim']:.4f} bits/dim) on {len(data.test)} "
+        f"images; IWAE (k={bound.k}) {bound.mean:.2f} +- {bound.standard_error:.2f} nats on {bound.images} of them")
     return metrics
 
 
@@ -175,7 +181,7 @@ def export_results(results: tune.ResultGrid, config: SearchConfig, name: str, da
                    log: Callable[[str], None] = print) -> ExportSummary:
     started = time.perf_counter()
     budget_over = deadline is not None and time.time() >= deadline
-    records = [(trial_record(result, config, budget_over=budget_over), result) for result in results]
+    records = [(trial_record(result, config, budget_over=budget_over), result) for result in results_of(results)]
     reported = [(trial, result) for trial, result in records if trial.reports or trial.status == ERROR]
     rows = [trial_row(trial, time_s=round(float((result.metrics or {}).get("time_total_s", 0.0)), 2),
                       node=_node(result.metrics or {}), val_active_units=_active_units(trial, result),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from matplotlib.figure import Figure
 
 from search import layout
 from search.hyperparams import HYPERPARAMETERS
@@ -28,9 +29,9 @@ def search_distributions(space: SearchSpace) -> dict[str, optuna.distributions.B
         if h.kind == "choice":
             distributions[h.name] = optuna.distributions.CategoricalDistribution(list(values))
         elif h.kind == "int":
-            distributions[h.name] = optuna.distributions.IntDistribution(*values, log=h.log)
+            distributions[h.name] = optuna.distributions.IntDistribution(values[0], values[1], log=h.log)
         else:
-            distributions[h.name] = optuna.distributions.FloatDistribution(*values, log=h.log)
+            distributions[h.name] = optuna.distributions.FloatDistribution(values[0], values[1], log=h.log)
     return distributions
 
 
@@ -72,10 +73,12 @@ def write_importances(rows: list[dict[str, Any]], space: SearchSpace, best_dir: 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             ax = optuna.visualization.matplotlib.plot_param_importances(study)
-        ax.figure.set_size_inches(7, 4)
-        ax.figure.tight_layout()
-        ax.figure.savefig(best_dir / IMPORTANCE_PNG, dpi=110)
+        figure = ax.get_figure(root=True)
+        assert isinstance(figure, Figure)  # an Axes made by pyplot belongs to a whole Figure
+        figure.set_size_inches(7, 4)
+        figure.tight_layout()
+        figure.savefig(best_dir / IMPORTANCE_PNG, dpi=110)
         import matplotlib.pyplot as plt
 
-        plt.close(ax.figure)
+        plt.close(figure)
     return importances

@@ -6,8 +6,9 @@ comes from the running search's status file or from Tune's results at the export
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from search.hyperparams import BY_NAME, HYPERPARAMETERS, hyperparameters
@@ -81,10 +82,10 @@ def best_so_far(trials: Iterable[TrialLive]) -> list[dict[str, Any]]:
 
 def format_table(rows: Sequence[dict[str, Any]], top: int = 10) -> str:
     """The leaderboard as the console prints it: the ``top`` rows, a column per hyperparameter."""
-    columns = [("#", 3, lambda r: str(r["rank"])), ("trial", 10, lambda r: str(r["trial_id"]))]
+    columns: list[tuple[str, int, Callable[[dict[str, Any]], str]]] = [
+        ("#", 3, lambda r: str(r["rank"])), ("trial", 10, lambda r: str(r["trial_id"]))]
     for h in HYPERPARAMETERS:
-        width = max(len(h.header), 6)
-        columns.append((h.header, width, lambda r, h=h: BY_NAME[h.name].format(r.get(h.name))))
+        columns.append((h.header, max(len(h.header), 6), functools.partial(_format_value, h.name)))
     columns += [("val nats", 9, lambda r: _nats(r["best_val_neg_elbo"])), ("rounds", 6, lambda r: str(r["rounds"])),
                 ("time s", 7, lambda r: f"{r['time_s']:.1f}" if r.get("time_s") is not None else "-")]
     lines = [" ".join(f"{name:>{width}}" for name, width, _ in columns) + " status"]
@@ -94,6 +95,10 @@ def format_table(rows: Sequence[dict[str, Any]], top: int = 10) -> str:
     if len(rows) > top:
         lines.append(f"... and {len(rows) - top} more in leaderboard.csv")
     return "\n".join(lines)
+
+
+def _format_value(name: str, row: dict[str, Any]) -> str:
+    return BY_NAME[name].format(row.get(name))
 
 
 def _nats(value: float | None) -> str:

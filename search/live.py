@@ -7,6 +7,7 @@ benchmarks). Nothing here imports Ray, and no reader needs to parse Tune's own f
     {"version": 1, "experiment": <name>, "started_at": <unix s>, "updated_at": <unix s>,
      "ended": <bool>, "stop_reason": <str or null>, "num_trials": <the trial budget>,
      "max_rounds": <int>, "round_images": <int>, "rungs": [<int>, ...], "dataset": <str>,
+     "image_shape": [<C>, <H>, <W>], "class_names": [<str>, ...],   # empty: the data has no labels
      "hyperparameters": [<name>, ...],            # the searched ones, in search.hyperparams' order
      "trials": [{"trial_id": <str>, "status": <a STATUSES word>, "hyperparameters": {<name>: <value>},
                  "parameters": <int or null>, "error": <str or null>,

@@ -13,10 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ray.tune import Callback
-
 from search.budget import read_budget, stored_deadline
 from search.console import say
+from search.guarded_callback import GuardedCallback
 from search.hyperparams import hyperparameters
 from search.live import LIVE_JSON, VERSION, finite, read_live, trial_status, write_json_atomic
 from search.trial_config import METRIC, RUN_KEY
@@ -24,7 +23,7 @@ from search.trial_config import METRIC, RUN_KEY
 REPORT_KEYS = ("round", "images", "epochs", METRIC, "reported_at")
 
 
-class LiveStatusWriter(Callback):
+class LiveStatusWriter(GuardedCallback):
     """Keeps ``<experiment>/live.json`` up to date. ``header``: the search-wide fields (num_trials, max_rounds,
     round_images, rungs, dataset, hyperparameters). The time budget's deadline (what ended a trial Tune stopped
     after it) is read from the experiment's budget file when the experiment starts or resumes."""
@@ -36,43 +35,15 @@ class LiveStatusWriter(Callback):
         self.name, self.header = name, header
         self.min_interval_s = min_interval_s
         self._log = log
-        self._failed = False
         self._written_at = 0.0
         self._started_at = time.time()
         self.deadline: float | None = None
         self._trials: dict[str, dict[str, Any]] = {}
         self._order: list[str] = []
 
-    # --- Tune's hooks ---------------------------------------------------------------------------
+    # --- GuardedCallback's methods ---------------------------------------------------------------
 
-    def setup(self, **info: Any) -> None:
-        self._safely(self._setup)
-
-    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._safely(self._track, trial)
-
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
-                        **info: Any) -> None:
-        self._safely(self._result, trial, result)
-
-    def on_checkpoint(self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any) -> None:
-        self._safely(self._checkpoint, trial, checkpoint)
-
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._safely(self._ended, trial, False)
-
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._safely(self._ended, trial, True)
-
-    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        self._safely(self._step, trials)
-
-    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        self._safely(self._step, trials, True)
-
-    # --- bookkeeping ----------------------------------------------------------------------------
-
-    def _setup(self) -> None:
+    def setup_run(self) -> None:
         budget = read_budget(self.experiment_dir)
         self.deadline = stored_deadline(self.experiment_dir)
         self._written_at = 0.0
@@ -82,13 +53,56 @@ class LiveStatusWriter(Callback):
             self.header = {**self.header, "num_trials": budget["trials"]}
         self._write()
 
-    def _safely(self, method: Callable[..., None], *args: Any) -> None:
-        try:
-            method(*args)
-        except Exception as exc:  # the status file must never end a search
-            if not self._failed:
-                self._failed = True
-                self._log(f"note: could not update {self.path.name} ({type(exc).__name__}: {exc}); the search goes on")
+    def started(self, trial: Any) -> None:
+        self._track(trial)
+
+    def result(self, trial: Any, result: dict[str, Any]) -> None:
+        entry = self._track(trial)
+        entry["last_result"] = result
+        if isinstance(result.get("parameters"), int):
+            entry["parameters"] = result["parameters"]
+        if isinstance(result.get("error"), str):
+            entry["error"] = result["error"]
+        if finite(result.get(METRIC)) and isinstance(result.get("round"), int):
+            report = {k: result[k] for k in REPORT_KEYS if k in result}
+            entry["reports"] = [r for r in entry["reports"] if r["round"] < report["round"]] + [report]
+        self._refresh(entry, trial)
+        if time.time() - self._written_at >= self.min_interval_s:
+            self._write()
+
+    def checkpointed(self, trial: Any, checkpoint: Any) -> None:
+        entry = self._track(trial)
+        path = Path(str(checkpoint.path))
+        result = entry["last_result"] or {}
+        if path.is_absolute() and path.is_relative_to(self.experiment_dir) and finite(result.get("best_val_neg_elbo")):
+            entry["checkpoints"].append({"path": str(path.relative_to(self.experiment_dir)),
+                                         "round": int(result.get("best_round", 0)),
+                                         "val_neg_elbo": float(result["best_val_neg_elbo"])})
+            self._write()
+
+    def ended(self, trial: Any, errored: bool) -> None:
+        entry = self._track(trial)
+        entry["errored"] = errored
+        self._refresh(entry, trial, ended=True)
+        self._write()
+
+    def step(self, trials: list[Any], force: bool = False) -> None:
+        changed = False
+        for trial in trials:
+            entry = self._track(trial)
+            before = entry["status"]
+            self._refresh(entry, trial)
+            changed = changed or entry["status"] != before
+        if force or changed or time.time() - self._written_at >= 10 * self.min_interval_s:
+            self._write()
+
+    def experiment_ended(self, trials: list[Any]) -> None:
+        self.step(trials, force=True)
+
+    def report_failure(self, exc: Exception) -> None:
+        self._log(f"note: could not update {self.path.name} ({type(exc).__name__}: {exc}); the search goes on")
+
+    # --- bookkeeping ----------------------------------------------------------------------------
 
     def _resume_from_file(self) -> None:
         """A resumed search keeps the trials, reports and checkpoints the file already lists."""
@@ -113,46 +127,6 @@ class LiveStatusWriter(Callback):
                 "parameters": None, "error": None, "reports": [], "checkpoints": [], "tune_status": None,
                 "last_result": None}
         return entry
-
-    def _result(self, trial: Any, result: dict[str, Any]) -> None:
-        entry = self._track(trial)
-        entry["last_result"] = result
-        if isinstance(result.get("parameters"), int):
-            entry["parameters"] = result["parameters"]
-        if isinstance(result.get("error"), str):
-            entry["error"] = result["error"]
-        if finite(result.get(METRIC)) and isinstance(result.get("round"), int):
-            report = {k: result[k] for k in REPORT_KEYS if k in result}
-            entry["reports"] = [r for r in entry["reports"] if r["round"] < report["round"]] + [report]
-        self._refresh(entry, trial)
-        if time.time() - self._written_at >= self.min_interval_s:
-            self._write()
-
-    def _checkpoint(self, trial: Any, checkpoint: Any) -> None:
-        entry = self._track(trial)
-        path = Path(str(checkpoint.path))
-        result = entry["last_result"] or {}
-        if path.is_absolute() and path.is_relative_to(self.experiment_dir) and finite(result.get("best_val_neg_elbo")):
-            entry["checkpoints"].append({"path": str(path.relative_to(self.experiment_dir)),
-                                         "round": int(result.get("best_round", 0)),
-                                         "val_neg_elbo": float(result["best_val_neg_elbo"])})
-            self._write()
-
-    def _ended(self, trial: Any, errored: bool) -> None:
-        entry = self._track(trial)
-        entry["errored"] = errored
-        self._refresh(entry, trial, ended=True)
-        self._write()
-
-    def _step(self, trials: list[Any], force: bool = False) -> None:
-        changed = False
-        for trial in trials:
-            entry = self._track(trial)
-            before = entry["status"]
-            self._refresh(entry, trial)
-            changed = changed or entry["status"] != before
-        if force or changed or time.time() - self._written_at >= 10 * self.min_interval_s:
-            self._write()
 
     def _refresh(self, entry: dict[str, Any], trial: Any, ended: bool = False) -> None:
         tune_status = "TERMINATED" if ended and trial.status in ("RUNNING", "PENDING", "PAUSED") else trial.status

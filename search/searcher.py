@@ -89,7 +89,8 @@ class TrialBudget(SearchGenerator):
             result, error = None, True
         super().on_trial_complete(trial_id, result=result, error=error)
 
-    def save_to_dir(self, dirpath: str, session_str: str) -> None:
+    # SearchGenerator narrows SearchAlgorithm's save_to_dir(dirpath, **kwargs) to this signature itself
+    def save_to_dir(self, dirpath: str, session_str: str) -> None:  # type: ignore[override]
         super().save_to_dir(dirpath, session_str)
         study = optuna_study(self)
         if study is not None:

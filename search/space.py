@@ -91,11 +91,10 @@ class SearchSpace(Mapping[str, tuple[Any, ...]]):
     @classmethod
     def cli_options(cls) -> list[tuple[str, Option, Any, Any]]:
         """One command-line option per hyperparameter (vae.options): (name, Option, type hint, default)."""
-        options = []
-        for h in HYPERPARAMETERS:
-            hint: Any = tuple[h.value_type, ...] if h.kind == "choice" else tuple[h.value_type, h.value_type]
-            options.append((h.name, Option(help=h.help, flag=h.flag, metavar=h.metavar), hint, h.default))
-        return options
+        hints: dict[tuple[str, type], Any] = {("choice", int): tuple[int, ...], ("choice", str): tuple[str, ...],
+                                              ("int", int): tuple[int, int], ("float", float): tuple[float, float]}
+        return [(h.name, Option(help=h.help, flag=h.flag, metavar=h.metavar), hints[h.kind, h.value_type], h.default)
+                for h in HYPERPARAMETERS]
 
     @classmethod
     def from_mapping(cls, data: Any, base: SearchSpace | None = None) -> SearchSpace:
@@ -242,9 +241,11 @@ class SearchSpace(Mapping[str, tuple[Any, ...]]):
         return "search space:\n" + "\n".join(rows)
 
 
-def model_config(hyper: Mapping[str, Any]) -> ModelConfig:
-    """The model a trial's searched values (search.hyperparams.hyperparameters) describe."""
-    return ModelConfig(**config_fields(hyper, "model"))
+def model_config(hyper: Mapping[str, Any], image_shape: tuple[int, int, int] = (1, 28, 28)) -> ModelConfig:
+    """The model a trial's searched values (search.hyperparams.hyperparameters) describe, for images of
+    ``image_shape`` (C, H, W)."""
+    channels, height, width = image_shape
+    return ModelConfig(**config_fields(hyper, "model"), channels=channels, height=height, width=width)
 
 
 def _checked(h: Hyperparameter, values: Any) -> tuple[Any, ...]:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from vae.data import Split
-from vae.model import LinearVAE
+from vae.model import VAE
 from vae.sample import generate_class, grid_to_uint8
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,14 @@ class TrialTracker:
             os.environ["WANDB_DIR"] = settings.dir
             os.environ["WANDB_MODE"] = settings.mode
             os.environ.setdefault("WANDB_SILENT", "true")
-            ids = {k: v for k, v in {"trial_id": trial_id, "trial_name": trial_name}.items() if v}
+            ids: dict[str, Any] = {k: v for k, v in {"trial_id": trial_id, "trial_name": trial_name}.items() if v}
             self.run = setup_wandb(config, project=settings.project, group=settings.group, mode=settings.mode,
                                    dir=settings.dir, **ids)
         except Exception as exc:  # W&B must never fail a trial
             log.warning("W&B disabled for this trial: %s: %s", type(exc).__name__, exc)
             self.run = None
 
-    def log(self, metrics: dict[str, Any], *, step: int, model: LinearVAE | None = None,
+    def log(self, metrics: dict[str, Any], *, step: int, model: VAE | None = None,
             examples: Split | None = None) -> None:
         if self.run is None:
             return
@@ -82,7 +82,7 @@ class TrialTracker:
                 import wandb
 
                 payload["samples"] = wandb.Image(digit_grid(model, examples).numpy(),
-                                                 caption="generated digits 0..9, one row per class")
+                                                 caption="posterior samples of test images, one row per class")
             self.run.log(payload, step=step)
         except Exception as exc:
             log.warning("W&B log failed: %s: %s", type(exc).__name__, exc)
@@ -103,7 +103,7 @@ class TrialTracker:
             log.warning("W&B teardown failed: %s: %s", type(exc).__name__, exc)
 
 
-def digit_grid(model: LinearVAE, examples: Split, per_class: int = SAMPLES_PER_CLASS, seed: int = 0) -> torch.Tensor:
+def digit_grid(model: VAE, examples: Split, per_class: int = SAMPLES_PER_CLASS, seed: int = 0) -> torch.Tensor:
     """[H, W, 3] uint8: one row per class present in ``examples``, ``per_class`` posterior samples each."""
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     rows = [generate_class(model, examples.images, examples.labels, int(cls), per_class, generator=generator).samples

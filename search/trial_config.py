@@ -26,6 +26,7 @@ class TrialSettings:
     round_images: int
     val_images: int
     rungs: tuple[int, ...]  # where ASHA judges a trial: its checkpoint is written there
+    image_shape: tuple[int, int, int]  # the data's C, H, W
     dataset: str
     seed: int
     threads: int
@@ -38,7 +39,7 @@ class TrialSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialSettings:
         known = {f.name for f in fields(cls)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
         return cls(**values)
 
 
@@ -55,4 +56,4 @@ class TrialConfig:
         hyper = hyperparameters({k: v for k, v in config.items() if k != RUN_KEY})
         train = TrainConfig(**config_fields(hyper, "train"), rounds=settings.max_rounds,
                             round_images=settings.round_images, val_images=settings.val_images, seed=settings.seed)
-        return cls(settings, hyper, model_config(hyper), train)
+        return cls(settings, hyper, model_config(hyper, settings.image_shape), train)

@@ -27,7 +27,7 @@ from vae.checkpoint import load_checkpoint, save_checkpoint
 from vae.class_gaussians import fit_class_gaussians
 from vae.config import TrainConfig
 from vae.data import DataSplits
-from vae.model import LinearVAE
+from vae.model import VAE
 from vae.train import TrainState
 
 CLASS_GAUSSIAN_IMAGES = 500  # per class: what a trial checkpoint's class Gaussians are fitted on
@@ -44,7 +44,7 @@ class TrialSnapshot:
     improvement makes Tune snapshot the whole experiment each time (it does so with ``num_to_keep`` set). The trial
     keeps the best round here instead and writes it only at rungs and every few rounds (``save``)."""
 
-    model: LinearVAE
+    model: VAE
     optimizer_state: dict[str, Any]
     generator_state: torch.Tensor
     scheduler_state: dict[str, Any]
@@ -62,13 +62,15 @@ class TrialSnapshot:
 
     def save(self, directory: str | Path, *, data: DataSplits, train_config: TrainConfig,
              extra: dict[str, Any]) -> Path:
-        """Write the snapshot as a trial checkpoint, with the test split's examples bank and class Gaussians
-        fitted on (at most CLASS_GAUSSIAN_IMAGES per class of) the training split, as the app serves it."""
+        """Write the snapshot as a trial checkpoint, with the test split's examples bank, the class names and (for
+        labelled data) class Gaussians fitted on at most CLASS_GAUSSIAN_IMAGES per class of the training split, as
+        the app serves it."""
         directory = Path(directory)
         gaussians = fit_class_gaussians(self.model, data.train.images, data.train.labels, len(data.class_names),
-                                        max_per_class=CLASS_GAUSSIAN_IMAGES)
+                                        max_per_class=CLASS_GAUSSIAN_IMAGES) if data.labelled else None
         save_checkpoint(directory, self.model, dataset=data.dataset, metrics=self.history[-1],
-                        train_config=train_config, extra=extra, examples=data.test, class_gaussians=gaussians)
+                        train_config=train_config, extra=extra, examples=data.test, class_gaussians=gaussians,
+                        class_names=data.class_names)
         tensors = {f"state.{index}.{key}": value.detach().cpu().contiguous()
                    for index, slots in self.optimizer_state["state"].items() for key, value in slots.items()}
         tensors["generator"] = self.generator_state.cpu()
@@ -109,7 +111,7 @@ class BestRoundCheckpoints:
     def __init__(self, *, every: int, rungs: tuple[int, ...], written_round: int, data: DataSplits,
                  train_config: TrainConfig, trial_id: str) -> None:
         self.every, self.rungs, self.written_round = every, set(rungs), written_round
-        self._save = {"data": data, "train_config": train_config}
+        self._data, self._train_config = data, train_config
         self._trial_id = trial_id
         self._best: TrialSnapshot | None = None
 
@@ -124,6 +126,8 @@ class BestRoundCheckpoints:
             yield None
             return
         with tempfile.TemporaryDirectory(prefix="vaesearch-ckpt-") as directory:
-            self._best.save(directory, **self._save, extra={"trial_id": self._trial_id, "round": self._best.round})
+            self._best.save(directory, data=self._data, train_config=self._train_config,
+                            extra={"trial_id": self._trial_id, "round": self._best.round})
             self.written_round = self._best.round
-            yield tune.Checkpoint.from_directory(directory)
+            # Ray types from_directory as returning ray.train's Checkpoint, the base class tune.Checkpoint extends
+            yield tune.Checkpoint.from_directory(directory)  # type: ignore[misc]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from search import storage
 from search.budget import DeadlineStopper, last_start_s, slack_s
 from search.config import SearchConfig
 from search.console import Console, say
-from search.export import ExportSummary, export_results
+from search.export import ExportSummary, export_results, results_of
 from search.layout import BUDGET_FILE
 from search.live import NO_RESULT, read_live
 from search.live_writer import LiveStatusWriter, mark_ended
@@ -95,7 +96,7 @@ def quiet_console(verbose: int) -> None:
 
 
 def default_name(config: SearchConfig) -> str:
-    return f"vae-{config.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    return f"vae-{config.dataset_label}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 def latest_restorable(config: SearchConfig) -> str | None:
@@ -118,10 +119,11 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def trial_settings(config: SearchConfig, name: str) -> TrialSettings:
+def trial_settings(config: SearchConfig, name: str, data: DataSplits) -> TrialSettings:
     return TrialSettings(
-        max_rounds=config.max_rounds, round_images=config.round_images, val_images=config.val_images,
-        rungs=config.rungs, dataset=config.dataset, seed=config.seed, threads=config.cpus_per_trial,
+        max_rounds=config.max_rounds, round_images=config.round_images_for(data.image_shape),
+        val_images=config.val_images, rungs=config.rungs, image_shape=data.image_shape, dataset=config.dataset,
+        seed=config.seed, threads=config.cpus_per_trial,
         wandb=WandbSettings(project=config.wandb_project, mode=config.wandb_mode, group=name,
                             dir=str(config.local_experiment_dir(name) / WANDB_SUBDIR)).to_dict(),
         checkpoint_every=config.checkpoint_every or config.grace_period)
@@ -134,11 +136,11 @@ def trainable(config: SearchConfig, data: DataSplits, deadline: float | None, af
     return tune.with_resources(with_data, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
 
 
-def build_tuner(config: SearchConfig, name: str, function: Any, deadline: float | None,
+def build_tuner(config: SearchConfig, name: str, data: DataSplits, function: Any, deadline: float | None,
                 callbacks: list[tune.Callback]) -> tune.Tuner:
     return tune.Tuner(
         function,
-        param_space={"run": trial_settings(config, name).to_dict()},
+        param_space={"run": trial_settings(config, name, data).to_dict()},
         tune_config=tune.TuneConfig(
             search_alg=TrialBudget(build_searcher(config, name), deadline=deadline, last_start_s=last_start_s(config)),
             scheduler=build_scheduler(config),
@@ -164,13 +166,14 @@ def run_config(config: SearchConfig, name: str, callbacks: list[tune.Callback]) 
     )
 
 
-def build_callbacks(config: SearchConfig, name: str, total: int, log: Callable[[str], None]) -> list[tune.Callback]:
+def build_callbacks(config: SearchConfig, name: str, total: int, data: DataSplits,
+                    log: Callable[[str], None]) -> list[tune.Callback]:
     """The live status file, and the console at --verbose 1 (Tune's own reporter is off below 2)."""
     local_dir = config.local_experiment_dir(name)
     live = LiveStatusWriter(local_dir, name, {
         "num_trials": total, "max_rounds": config.max_rounds, "round_images": config.round_images,
-        "rungs": list(config.rungs), "dataset": config.dataset, "hyperparameters": list(config.space.searched())},
-        log=log)
+        "rungs": list(config.rungs), "dataset": config.dataset, "image_shape": list(data.image_shape),
+        "class_names": list(data.class_names), "hyperparameters": list(config.space.searched())}, log=log)
     if config.verbose != 1:
         return [live]
     return [live, Console(config.space.searched(), max_rounds=config.max_rounds, rungs=config.rungs,
@@ -178,6 +181,20 @@ def build_callbacks(config: SearchConfig, name: str, total: int, log: Callable[[
 
 
 # --- running -----------------------------------------------------------------------------------
+
+
+def fit_to_data(config: SearchConfig, data: DataSplits, log: Callable[[str], None]) -> SearchConfig:
+    """The config for this data: rounds of as many images as make BASE_ROUND_IMAGES 28x28 images' pixels (unless
+    given), and no convolutional stem when the images' sides are not divisible by 4 (a note says so; the known
+    points that the narrowed space leaves out drop out with it)."""
+    _, height, width = data.image_shape
+    config = config.replace(round_images=config.round_images_for(data.image_shape))
+    stems = config.space["conv_channels"]
+    if (height % 4 or width % 4) and any(stems):
+        log(f"note: the images are {width}x{height} pixels, not divisible by 4: no convolutional stem is searched")
+        config = config.replace(space=config.space.replace(conv_channels=(0,)))
+    return config
+
 
 
 def _prepare(config: SearchConfig) -> tuple[SearchConfig, str, int, int]:
@@ -225,9 +242,11 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = say,
     restore = config.resume
     path = config.experiment_path(name)
     try:
-        data = load_splits(config.dataset, config.data_dir, seed=config.seed, log_fn=log)
+        data = load_splits(config.dataset, config.data_dir, seed=config.seed, image_size=config.image_size,
+                           log_fn=log)
     except DataError as exc:
         raise SearchError(str(exc)) from exc
+    config = fit_to_data(config, data, log)
     local_dir = config.local_experiment_dir(name)
     processes_file = local_dir / RAY_PROCESSES_FILE
     reap_orphans(processes_file, log)
@@ -254,14 +273,14 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = say,
         if restore:  # Tune brings back the experiment's callbacks (search.live_writer, search.console)
             tuner = tune.Tuner.restore(path, trainable=function, resume_unfinished=True, resume_errored=False)
         else:
-            tuner = build_tuner(config, name, function, deadline, build_callbacks(config, name, total, log))
+            tuner = build_tuner(config, name, data, function, deadline, build_callbacks(config, name, total, data, log))
         fit_started = time.monotonic()
-        results = tuner.fit()
+        results = fit_keeping_signal_handlers(tuner)
         stop_reason, interrupted = _stop_reason(results, config, total, to_create, deadline,
                                                 time.monotonic() - fit_started)
         log(stop_reason)
         mark_ended(local_dir, stop_reason)
-        if not any(r.metrics and METRIC in r.metrics for r in results):
+        if not any(r.metrics and METRIC in r.metrics for r in results_of(results)):
             raise NoResults(f"no trial reported a result, so there is nothing to export; the experiment is kept: "
                             f"continue it with: python -m search.run --resume --name {name} --storage "
                             f"{config.storage}{' --time-budget SECONDS' if deadline else ''}")
@@ -276,19 +295,33 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = say,
     return SearchOutcome(name, path, restore, total, results, summary, stop_reason)
 
 
-def _stop_reason(results: tune.ResultGrid, config: SearchConfig, total: int, to_create: int, deadline: float | None,
+def fit_keeping_signal_handlers(tuner: tune.Tuner) -> tune.ResultGrid:
+    """``tuner.fit()``, with the SIGINT and SIGUSR1 handlers as they were before it: Tune installs its own ("Stop
+    signal received ... will try to checkpoint the experiment state one last time") and restores the previous one
+    only after an interrupt, so a Ctrl+C long after the search (``--serve``) would still reach it."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
+    try:
+        return tuner.fit()
+    finally:
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+def _stop_reason(grid: tune.ResultGrid, config: SearchConfig, total: int, to_create: int, deadline: float | None,
                  fit_s: float) -> tuple[str, bool]:
     """One line saying what ended the search, and whether it was interrupted (neither done nor out of time)."""
+    results = results_of(grid)
     reported = sum(1 for r in results if r.metrics and METRIC in r.metrics)
     created = len(results)
     budget_over = deadline is not None and time.time() >= deadline - last_start_s(config)
     cut = sum(1 for r in results if not (r.metrics or {}).get("last_round") and r.error is None
               and int((r.metrics or {}).get("round", 0)) not in config.rungs)  # neither done nor stopped by ASHA
     cut_short = sum(1 for r in results if (r.metrics or {}).get("last_round")
-                    and int(r.metrics.get("round", 0)) < config.max_rounds)  # annealed to the deadline
+                    and int((r.metrics or {}).get("round", 0)) < config.max_rounds)  # annealed to the deadline
     never = f"; {to_create - created} never started" if created < to_create else ""
     silent = f"; {created - reported} ended before their first report" if reported < created else ""
-    all_ended = created >= to_create and results.num_terminated + results.num_errors >= created
+    all_ended = created >= to_create and grid.num_terminated + grid.num_errors >= created
     if budget_over and (created < to_create or cut or cut_short):
         return (f"time budget of {config.time_budget_s:g} s reached after {fit_s:.0f} s: {reported} of {total} trials "
                 f"reported results{silent}{never}; exporting what the search found"), False

@@ -24,15 +24,13 @@ from search.hyperparams import NAMES
 from search.layout import BEST_DIR, LEADERBOARD_JSON
 from search.live import read_live
 from serve.experiment import Experiment, ExperimentError, load_experiment
-from serve.images import ImageInputError, open_image, to_model_input
+from serve.images import ImageInputError, model_input, open_image
 from serve.search_view import is_search_folder, read_view
 from vae.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from vae.class_gaussians import sample_class
-from vae.config import IMAGE_SIDE, INPUT_DIM
-from vae.data import DATASETS
 from vae.loss import neg_elbo
 from vae.model import reparameterize
-from vae.sample import generate_class, grid_to_uint8, interpolate, reconstruct, sample_prior
+from vae.sample import as_images, generate_class, grid_to_uint8, interpolate, reconstruct, sample_prior
 
 MAX_SAMPLES = 64
 MAX_SOURCES = 8
@@ -80,20 +78,24 @@ class ServedModel:
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        info = DATASETS.get(self.checkpoint.dataset)
-        return info.class_names if info else tuple(str(i) for i in range(10))
+        """The data set's class names (empty: it had no labels)."""
+        return self.checkpoint.class_names
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.class_names)
 
 
 @dataclass(frozen=True)
 class Generated:
-    examples: np.ndarray  # grid of the real examples that were encoded, [H, W] uint8
-    samples: np.ndarray  # grid of the decoded draws, [H, W] uint8
+    examples: np.ndarray  # grid of the real examples that were encoded, [H, W] or [H, W, 3] uint8
+    samples: np.ndarray  # grid of the decoded draws, [H, W] or [H, W, 3] uint8
 
 
 @dataclass(frozen=True)
 class Reconstruction:
-    model_input: np.ndarray  # [28, 28] uint8, the image as the model sees it
-    reconstruction: np.ndarray  # [28, 28] uint8, decoded posterior mean
+    model_input: np.ndarray  # the image as the model sees it, uint8 [H, W] or [H, W, 3]
+    reconstruction: np.ndarray  # the decoded posterior mean, the same shape
     neg_elbo: float  # nats, ELBO_SAMPLES-draw estimate
     recon: float
     kl: float
@@ -105,11 +107,8 @@ def default_mode(served: ServedModel) -> str:
 
 
 def load_served(path: str | Path, label: str, trial_id: str | None = None) -> ServedModel:
-    """Load a checkpoint to serve; raises CheckpointError if it is missing, invalid or not 28x28 images."""
-    checkpoint = load_checkpoint(path, device="cpu")
-    if checkpoint.config.input_dim != INPUT_DIM:
-        raise CheckpointError(f"{path} is a model of {checkpoint.config.input_dim} pixels; the app shows 28x28 images")
-    return ServedModel(checkpoint, label, trial_id)
+    """Load a checkpoint to serve; raises CheckpointError if it is missing or invalid."""
+    return ServedModel(load_checkpoint(path, device="cpu"), label, trial_id)
 
 
 class VAEService:
@@ -209,6 +208,9 @@ class VAEService:
         drawn from the posteriors of ``n_sources`` real examples of the class (the article's way). None:
         the served model's default (``default_mode``)."""
         served = self.served
+        if not served.labelled:
+            raise InvalidRequest("this model's images had no labels, so there is no class to generate: the Prior "
+                                 "view samples it")
         mode = default_mode(served) if mode is None else mode
         if mode not in GENERATE_MODES:
             raise InvalidRequest(f"mode must be one of {', '.join(GENERATE_MODES)}, got {mode!r}")
@@ -250,13 +252,13 @@ class VAEService:
         means (both ends included), real example B. Examples are chosen by their index within
         their class in the checkpoint's example bank."""
         served = self.served
-        examples = _examples(served)
-        last_class = len(served.class_names) - 1
-        start = _bank_image(examples, _int_in("first class", class_a, 0, last_class), example_a, "first example")
-        end = _bank_image(examples, _int_in("second class", class_b, 0, last_class), example_b, "second example")
+        last_class = max(len(served.class_names) - 1, 0)
+        start = _bank_image(served, _int_in("first class", class_a, 0, last_class), example_a, "first example")
+        end = _bank_image(served, _int_in("second class", class_b, 0, last_class), example_b, "second example")
         steps = _int_in("steps", steps, MIN_STEPS, MAX_STEPS)
-        frames = interpolate(served.checkpoint.model, start, end, steps)
-        row = torch.cat([start.view(1, 1, *frames.shape[2:]), frames, end.view(1, 1, *frames.shape[2:])])
+        model = served.checkpoint.model
+        frames = interpolate(model, start, end, steps)
+        row = torch.cat([as_images(start, model), frames, as_images(end, model)])
         return _grid(row, len(row))
 
     def reconstruct(self, image: Image.Image | str | Path | None) -> Reconstruction:
@@ -264,29 +266,28 @@ class VAEService:
         if image is None:
             raise InvalidRequest("draw a digit or upload an image first")
         served = self.served
-        box = 20 if served.checkpoint.dataset == "mnist" else 28
+        model = served.checkpoint.model
         try:
             pil = image if isinstance(image, Image.Image) else open_image(image)
-            pixels = to_model_input(pil, digit_box=box)
+            pixels = model_input(pil, served.checkpoint.dataset, model.config.image_shape)
         except ImageInputError as exc:
             raise InvalidRequest(str(exc)) from exc
-        x = torch.from_numpy(pixels).reshape(1, INPUT_DIM)
-        model = served.checkpoint.model
+        x = torch.from_numpy(pixels).reshape(1, model.config.input_dim)
         with torch.inference_mode():
             decoded = reconstruct(model, x)
             mu, log_var = model.encode(x)
             eps = torch.randn(ELBO_SAMPLES, mu.shape[1], generator=torch.Generator().manual_seed(0))
             z = reparameterize(mu, log_var, eps)
             terms = neg_elbo(x.expand(ELBO_SAMPLES, -1), model.decode_logits(z), mu.expand_as(z), log_var.expand_as(z))
-        return Reconstruction(_grid(x.view(1, 1, IMAGE_SIDE, IMAGE_SIDE), 1), _grid(decoded, 1),
+        return Reconstruction(_grid(as_images(x, model), 1), _grid(decoded, 1),
                               float(terms.neg_elbo), float(terms.recon), float(terms.kl))
 
     def example_image(self, class_index: Any, example_index: Any) -> np.ndarray:
-        """A real example of the bank as a [28, 28] uint8 image (what the Reconstruct view opens with)."""
+        """A real example of the bank as a uint8 image (what the Reconstruct view opens with)."""
         served = self.served
-        image = _bank_image(_examples(served), _int_in("class", class_index, 0, len(served.class_names) - 1),
+        image = _bank_image(served, _int_in("class", class_index, 0, max(len(served.class_names) - 1, 0)),
                             example_index, "example")
-        return _grid(image.view(1, 1, IMAGE_SIDE, IMAGE_SIDE), 1)
+        return _grid(as_images(image, served.checkpoint.model), 1)
 
     # ---- model info and switching -----------------------------------------------------------
 
@@ -384,8 +385,12 @@ def _examples(served: ServedModel):
     return served.checkpoint.examples
 
 
-def _bank_image(examples, class_index: int, example_index: Any, name: str) -> torch.Tensor:
-    candidates = torch.nonzero(examples.labels == class_index).flatten()
+def _bank_image(served: ServedModel, class_index: int, example_index: Any, name: str) -> torch.Tensor:
+    """Example ``example_index`` of class ``class_index`` of the served model's bank (any example when the data
+    had no labels)."""
+    examples = _examples(served)
+    candidates = torch.nonzero(examples.labels == class_index).flatten() if served.labelled else \
+        torch.arange(len(examples.labels))
     if len(candidates) == 0:
         raise InvalidRequest(f"this model has no example of class {class_index}")
     index = _int_in(name, example_index, 0, len(candidates) - 1)
@@ -393,8 +398,10 @@ def _bank_image(examples, class_index: int, example_index: Any, name: str) -> to
 
 
 def _grid(images: torch.Tensor, nrow: int) -> np.ndarray:
-    """[H, W] uint8; one image comes back as itself, unpadded (make_grid's rule)."""
-    return np.ascontiguousarray(grid_to_uint8(images, nrow)[..., 0].numpy())
+    """Images [N, C, H, W] as one uint8 grid, [H', W'] for grayscale and [H', W', 3] for colour; one image
+    comes back as itself, unpadded (make_grid's rule)."""
+    grid = grid_to_uint8(images, nrow)
+    return np.ascontiguousarray((grid[..., 0] if images.shape[1] == 1 else grid).numpy())
 
 
 def _generator(seed: Any) -> torch.Generator:

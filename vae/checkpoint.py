@@ -34,34 +34,43 @@ from vae.class_gaussians import (
     save_class_gaussians,
 )
 from vae.config import (
+    FAMILIES,
+    IMAGE_CHANNELS,
+    INPUT_DIM,
     MAX_CONV_CHANNELS,
     MAX_DEPTH,
-    MAX_INPUT_DIM,
     MAX_LATENT_WIDTH,
     MAX_REPARAM_WIDTH,
+    MAX_SIDE,
     ModelConfig,
     TrainConfig,
 )
-from vae.data import Split
-from vae.model import LinearVAE
+from vae.data import DATASETS, Split
+from vae.model import VAE, build_model
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "checkpoint.json"
 EXAMPLES_FILE = "examples.safetensors"
 EXAMPLES_PER_CLASS = 32
+CHECKPOINT_FILES = (WEIGHTS_FILE, META_FILE, EXAMPLES_FILE, CLASS_GAUSSIANS_FILE)  # what a checkpoint folder holds
 FORMAT = "vaesearch-checkpoint"
-FORMAT_VERSION = 3  # 2: model_config has "depth" (format 1 lacks it: depth 1); 3: also "conv_channels"
-# Versions this reader accepts: format 2 (written by the deeper models) adds an optional model_config
-# "depth"; a config without it means depth 1, which keeps format 1's layer names. Format 3 adds an optional
-# "conv_channels"; a config without it means 0 (no convolutional stem), which keeps the same layer names.
+FORMAT_VERSION = 4
+# Versions this reader accepts. Format 2 (written by the deeper models) adds an optional model_config "depth"; a
+# config without it means depth 1, which keeps format 1's layer names. Format 3 adds an optional "conv_channels";
+# a config without it means 0 (no convolutional stem), which keeps the same layer names. Format 4 records the
+# image shape (model_config "channels", "height", "width" instead of "input_dim", which formats 1-3 could only
+# have as 784: a 1 x 28 x 28 image), the model "family" and the data set's "class_names".
 READABLE_VERSIONS = tuple(range(1, FORMAT_VERSION + 1))
 MAX_META_BYTES = 1 << 20  # checkpoint.json; a real one is about 1 KB
 MAX_META_DEPTH = 8  # nesting of checkpoint.json (a real one has 3 levels)
 MAX_HEADER_BYTES = 1 << 20  # a safetensors header; a real one is well under 4 KB
 MAX_EXAMPLES = 100_000  # images in examples.safetensors (save_checkpoint keeps 32 per class)
-MODEL_CONFIG_BOUNDS = {"latent_width": MAX_LATENT_WIDTH, "reparam_width": MAX_REPARAM_WIDTH,
-                       "input_dim": MAX_INPUT_DIM, "depth": MAX_DEPTH, "conv_channels": MAX_CONV_CHANNELS}
-MODEL_CONFIG_MINIMA = {"conv_channels": 0}  # every other field is at least 1
+MODEL_CONFIG_BOUNDS = {"latent_width": MAX_LATENT_WIDTH, "reparam_width": MAX_REPARAM_WIDTH, "depth": MAX_DEPTH,
+                       "conv_channels": MAX_CONV_CHANNELS, "channels": max(IMAGE_CHANNELS), "height": MAX_SIDE,
+                       "width": MAX_SIDE, "input_dim": INPUT_DIM}
+MODEL_CONFIG_MINIMA = {"conv_channels": 0, "input_dim": INPUT_DIM}  # every other field is at least 1
+MAX_CLASS_NAMES = 1000
+MAX_CLASS_NAME_CHARS = 100
 _DTYPE_NAMES = {torch.float32: "F32", torch.uint8: "U8", torch.int64: "I64"}
 _DTYPE_BYTES = {"F32": 4, "U8": 1, "I64": 8, "F16": 2, "BF16": 2, "F64": 8, "I32": 4, "I16": 2, "I8": 1,
                 "U16": 2, "U32": 4, "U64": 8, "BOOL": 1}
@@ -73,7 +82,7 @@ class CheckpointError(RuntimeError):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    model: LinearVAE
+    model: VAE
     meta: dict[str, Any]
     examples: Split | None = None  # real labelled images to generate from (see save_checkpoint)
     class_gaussians: ClassGaussians | None = None  # per-class code distributions (vae.class_gaussians), optional
@@ -86,6 +95,15 @@ class Checkpoint:
     def dataset(self) -> str:
         return self.meta.get("dataset", "mnist")
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The data set's class names: recorded since format 4; before, those of its named data set (MNIST's
+        digits, Fashion-MNIST's items). Empty when the data set had no labels."""
+        if isinstance(self.meta.get("class_names"), list):
+            return tuple(self.meta["class_names"])
+        known = DATASETS.get(self.dataset)
+        return known.class_names if known else tuple(str(d) for d in range(10))
+
 
 def _version(package: str) -> str | None:
     try:
@@ -96,7 +114,7 @@ def _version(package: str) -> str | None:
 
 def save_checkpoint(
     directory: str | Path,
-    model: LinearVAE,
+    model: VAE,
     *,
     dataset: str,
     metrics: dict[str, Any] | None = None,
@@ -104,9 +122,11 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
     examples: Split | None = None,
     class_gaussians: ClassGaussians | None = None,
+    class_names: tuple[str, ...] | None = None,
 ) -> Path:
     """Write the weights and the JSON description into ``directory`` (created if needed).
 
+    ``class_names``: the data set's (empty: it had no labels); default: those of the named ``dataset``.
     ``examples``, if given, is reduced to at most EXAMPLES_PER_CLASS images of each class and stored
     beside the weights, so that a server can "generate digit d" from real class-d examples without
     access to the data set. Pass held-out (test) images: they are shown to users.
@@ -120,7 +140,9 @@ def save_checkpoint(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model_config": model.config.to_dict(),
+        "family": model.config.family,
         "dataset": dataset,
+        "class_names": list(class_names if class_names is not None else DATASETS[dataset].class_names),
         "metrics": metrics or {},
         "train_config": train_config.to_dict() if train_config else None,
         "parameters": model.num_parameters(),
@@ -184,7 +206,7 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} file")
     version = meta.get("format_version")
-    if not _is_int(version) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CheckpointError(f"{path} has an invalid format_version {version!r} (an integer from 1)")
     if version not in READABLE_VERSIONS:
         raise CheckpointError(f"{directory} was written by a newer vaesearch (format {version}; "
@@ -195,7 +217,21 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
             raise CheckpointError(f"{path}: {key} must be an object, got {type(meta[key]).__name__}")
     if not isinstance(meta.get("dataset", "mnist"), str):
         raise CheckpointError(f"{path}: dataset must be a string")
+    _check_class_names(path, meta.get("class_names"))
+    family = meta.get("family")
+    if family is not None and (family not in FAMILIES or family != model_config_from_meta(meta).family):
+        raise CheckpointError(f"{path}: family {str(family)[:40]!r} does not match its model_config (one of "
+                              f"{', '.join(FAMILIES)})")
     return meta
+
+
+def _check_class_names(path: Path, names: Any) -> None:
+    if names is None:
+        return
+    if not (isinstance(names, list) and len(names) <= MAX_CLASS_NAMES
+            and all(isinstance(n, str) and 0 < len(n) <= MAX_CLASS_NAME_CHARS for n in names)):
+        raise CheckpointError(f"{path}: class_names must be a list of at most {MAX_CLASS_NAMES} names of 1 to "
+                              f"{MAX_CLASS_NAME_CHARS} characters")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -227,6 +263,10 @@ def _check_model_config(path: Path, config: Any) -> None:
     unknown = sorted(set(config) - set(MODEL_CONFIG_BOUNDS))
     if unknown:
         raise CheckpointError(f"{path}: unknown model_config key(s) {', '.join(map(str, unknown))[:200]}")
+    if "input_dim" in config and {"channels", "height", "width"} & set(config):
+        raise CheckpointError(f"{path}: model_config has both input_dim (formats 1-3) and an image shape (format 4)")
+    if config.get("channels", 1) not in IMAGE_CHANNELS:
+        raise CheckpointError(f"{path}: model_config channels must be 1 or 3")
     for key in ("latent_width", "reparam_width"):
         if key not in config:
             raise CheckpointError(f"{path}: model_config lacks {key}")
@@ -302,9 +342,9 @@ def check_shapes(path: Path, header: dict[str, Any], expected: dict[str, tuple[t
 
 
 def expected_weights(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
-    """{name: (shape, dtype)} of a LinearVAE of ``config``, from a model built on the "meta" device."""
+    """{name: (shape, dtype)} of the model of ``config``, from a model built on the "meta" device."""
     with torch.device("meta"):
-        model = LinearVAE(config)
+        model = build_model(config)
     return {k: (tuple(v.shape), _DTYPE_NAMES[v.dtype]) for k, v in model.state_dict().items()}
 
 
@@ -327,7 +367,7 @@ def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -
         raise CheckpointError(
             f"{weights} is not a valid safetensors file, truncated or of another format ({exc})"
         ) from exc
-    model = LinearVAE(config)
+    model = build_model(config)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

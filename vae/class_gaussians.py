@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch.distributions import MultivariateNormal
 
-from vae.model import LinearVAE
+from vae.model import VAE
 
 CLASS_GAUSSIANS_FILE = "class_gaussians.safetensors"
 RIDGE = 1e-3  # added to each covariance's diagonal (code units are about 1 for active dimensions)
@@ -54,7 +54,7 @@ class ClassGaussians:
         return MultivariateNormal(self.means[class_index], covariance_matrix=self.covariances[class_index])
 
 
-def fit_class_gaussians(model: LinearVAE, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
+def fit_class_gaussians(model: VAE, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
                         ridge: float = RIDGE, max_per_class: int | None = None) -> ClassGaussians:
     """Encode ``images`` [N, input_dim] and fit, per class, the mean and covariance of the posterior means.
 
@@ -103,16 +103,15 @@ def sample_codes(gaussians: ClassGaussians, class_index: int, n: int, *, noise_s
 
 
 @torch.inference_mode()
-def sample_class(model: LinearVAE, gaussians: ClassGaussians, class_index: int, n: int, *, noise_scale: float = 1.0,
+def sample_class(model: VAE, gaussians: ClassGaussians, class_index: int, n: int, *, noise_scale: float = 1.0,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Decoded draws [n, 1, 28, 28] from class ``class_index``'s Gaussian (``noise_scale`` 0: its mean)."""
+    """Decoded draws [n, C, H, W] from class ``class_index``'s Gaussian (``noise_scale`` 0: its mean)."""
     if gaussians.width != model.config.reparam_width:
         raise ValueError(f"the class Gaussians are {gaussians.width}-dimensional; the model's codes are "
                          f"{model.config.reparam_width}-dimensional")
     z = sample_codes(gaussians, class_index, n, noise_scale=noise_scale, generator=generator)
     device = next(model.parameters()).device
-    side = int(round(model.config.input_dim ** 0.5))
-    return model.decode(z.to(device)).reshape(-1, 1, side, side)
+    return model.decode(z.to(device)).reshape(-1, *model.config.image_shape)
 
 
 def save_class_gaussians(path: str | Path, gaussians: ClassGaussians) -> Path:

@@ -8,14 +8,15 @@ from typing import Literal, get_args
 
 from vae.options import option, python_only
 
-IMAGE_SIDE = 28
+IMAGE_SIDE = 28  # MNIST's and Fashion-MNIST's images: 1 x 28 x 28
 INPUT_DIM = IMAGE_SIDE * IMAGE_SIDE
+IMAGE_CHANNELS = (1, 3)  # grayscale or RGB
+MIN_SIDE, MAX_SIDE = 16, 64  # the image sides a model (and a user's data set) may have
 # Bounds a checkpoint's model_config must satisfy before any model is built from it (vae.checkpoint):
-# generous for this project's search space (latent 16..1024, code 2..128) and small enough that the
+# generous for this project's search space (latent 32..1024, code 4..64) and small enough that the
 # largest model allowed, at the deepest depth, fits in a few hundred MB.
 MAX_LATENT_WIDTH = 4096
 MAX_REPARAM_WIDTH = 1024
-MAX_INPUT_DIM = 4 * INPUT_DIM
 MAX_DEPTH = 3  # hidden layers on each side of the bottleneck
 MAX_CONV_CHANNELS = 64  # the convolutional stem's first layer (its second has twice as many)
 LRSchedule = Literal["constant", "cosine"]
@@ -25,53 +26,79 @@ MODEL = "model"
 TRAINING = "training"
 
 
+Family = Literal["mlp", "conv"]
+FAMILIES: tuple[str, ...] = get_args(Family)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of a LinearVAE.
+    """Shape of a VAE (vae.model). The model family follows from it: ``conv`` with a convolutional stem
+    (``conv_channels`` > 0), else ``mlp``, the article's LinearVAE.
 
     Attributes:
         latent_width: width of the hidden layer between the pixels and the bottleneck, on both the
             encoder and the decoder side (the article tried 32..512).
         reparam_width: dimension of the sampled code z, i.e. of the mean and log-variance heads
             (the article tried 4..64).
-        input_dim: number of pixels of a flattened image (28 * 28 for MNIST).
         depth: hidden layers (each ``latent_width`` wide, ReLU) on each side of the bottleneck,
             1..MAX_DEPTH; depth 1 is the article's LinearVAE.
         conv_channels: 0 (default): the pixels feed the first hidden layer directly, the article's MLP.
-            c > 0: a convolutional stem, for 28x28 images: two 4x4 stride-2 convolutions (c, then 2c
-            channels, ReLU) turn the image into 2c maps of 7x7 that feed the first hidden layer, and the
-            decoder's last hidden layer feeds their two transposes. Convolutions share weights across
-            the image, which generalises far better than a dense first layer when training images are
-            few (benchmarks/time_to_quality.py).
+            c > 0: a convolutional stem: two 4x4 stride-2 convolutions (c, then 2c channels, ReLU) turn the
+            image into 2c maps of a quarter of its sides that feed the first hidden layer, and the decoder's
+            last hidden layer feeds their two transposes. Convolutions share weights across the image, which
+            generalises far better than a dense first layer when training images are few
+            (benchmarks/README.md). Both sides must be divisible by 4.
+        channels, height, width: the images' shape, C x H x W (from the data: 1 x 28 x 28 for MNIST).
     """
 
     latent_width: int = option(512, group=MODEL, help="hidden layer width on each side of the code")
     reparam_width: int = option(64, group=MODEL, help="dimension of the code z (the mean and log-variance heads)")
-    input_dim: int = python_only(INPUT_DIM, help="pixels of a flattened image (from the data)")
     depth: int = option(1, group=MODEL, help=f"hidden layers on each side of the bottleneck, 1..{MAX_DEPTH} (1: the "
                         "article's LinearVAE)")
     conv_channels: int = option(0, group=MODEL, help="convolutional stem: 0 none (the article's MLP), C: two 4x4 "
                                 "stride-2 convolutions of C and 2C channels before the first hidden layer, their "
                                 "transposes after the last")
+    channels: int = python_only(1, help="image channels: 1 (grayscale) or 3 (RGB), from the data")
+    height: int = python_only(IMAGE_SIDE, help="image height in pixels, from the data")
+    width: int = python_only(IMAGE_SIDE, help="image width in pixels, from the data")
 
     def __post_init__(self) -> None:
-        for name in ("latent_width", "reparam_width", "input_dim", "depth"):
+        for name in ("latent_width", "reparam_width", "depth", "height", "width"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.depth > MAX_DEPTH:
             raise ValueError(f"depth must be 1..{MAX_DEPTH}, got {self.depth}")
+        if self.channels not in IMAGE_CHANNELS or isinstance(self.channels, bool):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
+        if max(self.height, self.width) > MAX_SIDE:
+            raise ValueError(f"image sides must be at most {MAX_SIDE}, got {self.height}x{self.width}")
         channels = self.conv_channels
         if not isinstance(channels, int) or isinstance(channels, bool) or not 0 <= channels <= MAX_CONV_CHANNELS:
             raise ValueError(f"conv_channels must be an integer from 0 to {MAX_CONV_CHANNELS}, got {channels!r}")
-        if channels and self.input_dim != INPUT_DIM:
-            raise ValueError(f"conv_channels > 0 needs {IMAGE_SIDE}x{IMAGE_SIDE} images, "
-                             f"got input_dim {self.input_dim}")
+        if channels and (self.height % 4 or self.width % 4):
+            raise ValueError(f"conv_channels > 0 needs image sides divisible by 4, got {self.height}x{self.width}")
+
+    @property
+    def family(self) -> str:
+        """"conv" with a convolutional stem, else "mlp"."""
+        return "conv" if self.conv_channels else "mlp"
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    @property
+    def input_dim(self) -> int:
+        """Values of a flattened image: channels x height x width."""
+        return self.channels * self.height * self.width
 
     @property
     def stem_features(self) -> int:
         """Features between the convolutional stem and the first / last hidden layer: the pixels without one."""
-        return 2 * self.conv_channels * (IMAGE_SIDE // 4) ** 2 if self.conv_channels else self.input_dim
+        if not self.conv_channels:
+            return self.input_dim
+        return 2 * self.conv_channels * (self.height // 4) * (self.width // 4)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,8 +106,12 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
         """Inverse of ``to_dict``; a missing field takes its default: ``depth`` 1 (checkpoints of format 1),
-        ``conv_channels`` 0 (formats 1 and 2)."""
-        return cls(**{f.name: int(data[f.name]) for f in fields(cls) if f.name in data})
+        ``conv_channels`` 0 (formats 1 and 2), a 1 x 28 x 28 image (formats 1 to 3, which stored ``input_dim``:
+        784, the only value they could have)."""
+        values = {f.name: int(data[f.name]) for f in fields(cls) if f.name in data}
+        if "input_dim" in data and int(data["input_dim"]) != INPUT_DIM:
+            raise ValueError(f"input_dim {data['input_dim']!r} is not a 28x28 image, the only shape of its format")
+        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
-"""MNIST and Fashion-MNIST as in-memory tensors, split into train / validation / test.
+"""Data sets as in-memory tensors, split into train / validation / test: MNIST and Fashion-MNIST by name, or a
+user's own images (a folder or an .npz path: vae.own_data).
 
-Sources, in order: a folder of IDX ``*-ubyte[.gz]`` files (``data_dir`` argument, else the
+The named data sets come from, in order: a folder of IDX ``*-ubyte[.gz]`` files (``data_dir`` argument, else the
 ``VAESEARCH_DATA_DIR`` environment variable); else torchvision's dataset class, which downloads.
-Images are held as one float tensor [N, 784] in [0, 1] (on the training device), and batches are
-cut from it by index permutation: no per-sample Python transform sits in the training loop.
+Images are held as one float tensor [N, C*H*W] in [0, 1] (on the training device), channels first, and batches
+are cut from it by index permutation: no per-sample Python transform sits in the training loop.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vae.config import IMAGE_SIDE, INPUT_DIM
+from vae.own_data import OwnDataError, is_own_data, load_own_images
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +86,8 @@ class DataError(RuntimeError):
 
 @dataclass(frozen=True)
 class Split:
-    images: torch.Tensor  # [N, 784] float32 in [0, 1]
-    labels: torch.Tensor  # [N] int64
+    images: torch.Tensor  # [N, C*H*W] float32 in [0, 1]
+    labels: torch.Tensor  # [N] int64; -1 where the data set has no labels
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -96,18 +98,20 @@ class Split:
 
 @dataclass(frozen=True)
 class DataSplits:
-    dataset: str
+    dataset: str  # a built-in data set's name, or the path of a user's images
     train: Split
     val: Split
     test: Split
     source: str  # where the data came from, and how it was split (for logs and checkpoints)
+    image_shape: tuple[int, int, int] = (1, IMAGE_SIDE, IMAGE_SIDE)  # C, H, W
+    class_names: tuple[str, ...] = tuple(str(d) for d in range(10))  # empty: the data set has no labels
 
     @property
-    def class_names(self) -> tuple[str, ...]:
-        return DATASETS[self.dataset].class_names
+    def labelled(self) -> bool:
+        return bool(self.class_names)
 
     def to(self, device: torch.device | str) -> DataSplits:
-        return DataSplits(self.dataset, self.train.to(device), self.val.to(device), self.test.to(device), self.source)
+        return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device))
 
     def describe(self) -> str:
         return (
@@ -117,29 +121,33 @@ class DataSplits:
 
 @dataclass(frozen=True)
 class PackedSplits:
-    """DataSplits as uint8 numpy arrays (images [N, 784] in 0..255): a quarter of the float size, and what Ray's
+    """DataSplits as uint8 numpy arrays (images [N, C*H*W] in 0..255): a quarter of the float size, and what Ray's
     object store shares between processes without copying. Loading gives float images in [0, 1] exactly
     (they were uint8 / 255 to begin with)."""
 
     dataset: str
-    train: tuple[np.ndarray, np.ndarray]  # (images uint8 [N, D], labels int64 [N])
+    train: tuple[np.ndarray, np.ndarray]  # (images uint8 [N, C*H*W], labels int64 [N])
     val: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
     source: str
+    image_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
 
     @classmethod
     def pack(cls, splits: DataSplits) -> PackedSplits:
         def arrays(split: Split) -> tuple[np.ndarray, np.ndarray]:
             images = (split.images.cpu() * 255).round().to(torch.uint8).numpy()
             return images, split.labels.cpu().numpy()
-        return cls(splits.dataset, arrays(splits.train), arrays(splits.val), arrays(splits.test), splits.source)
+        return cls(splits.dataset, arrays(splits.train), arrays(splits.val), arrays(splits.test), splits.source,
+                   splits.image_shape, splits.class_names)
 
     def unpack(self, device: torch.device | str = "cpu") -> DataSplits:
         def split(arrays: tuple[np.ndarray, np.ndarray]) -> Split:
             images, labels = arrays
             return Split(torch.from_numpy(np.array(images)).to(device=device, dtype=torch.float32).div_(255.0),
                          torch.from_numpy(np.array(labels)).to(device=device, dtype=torch.int64))
-        return DataSplits(self.dataset, split(self.train), split(self.val), split(self.test), self.source)
+        return DataSplits(self.dataset, split(self.train), split(self.val), split(self.test), self.source,
+                          self.image_shape, self.class_names)
 
 
 def _md5(data: bytes) -> str:
@@ -181,8 +189,11 @@ def _read_idx(path: Path, info: DatasetInfo, stem: str) -> np.ndarray:
     return array.reshape(count, INPUT_DIM) if is_images else array
 
 
-def _to_split(images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> Split:
-    images_t = torch.as_tensor(np.array(images, copy=True)).reshape(-1, INPUT_DIM).to(torch.float32).div_(255.0)
+def _to_split(images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
+              shape: tuple[int, ...] = (1, IMAGE_SIDE, IMAGE_SIDE)) -> Split:
+    """uint8 images (any layout of ``shape`` per image, channels first) and labels as a float Split."""
+    dim = int(np.prod(shape))
+    images_t = torch.as_tensor(np.array(images, copy=True)).reshape(-1, dim).to(torch.float32).div_(255.0)
     return Split(images_t, torch.as_tensor(np.array(labels, copy=True)).to(torch.int64))
 
 
@@ -244,6 +255,22 @@ def _subset(split: Split, idx: torch.Tensor) -> Split:
     return Split(split.images[idx], split.labels[idx])
 
 
+MIN_IMAGES_PER_CLASS = 10  # what a stratified 80/10/10 split needs to leave every part of every class an image
+
+
+def random_split(count: int, fractions: tuple[float, ...], seed: int) -> list[torch.Tensor]:
+    """Split ``range(count)`` at random into parts of ``fractions`` (the last part gets the remainder), for data
+    without labels. Deterministic for a given seed."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    parts, start = [], 0
+    for frac in fractions:
+        stop = start + int(round(frac * count))
+        parts.append(order[start:stop])
+        start = stop
+    parts.append(order[start:])
+    return [torch.sort(p).values for p in parts]
+
+
 def load_splits(
     dataset: str = "mnist",
     data_dir: str | os.PathLike | None = None,
@@ -253,16 +280,40 @@ def load_splits(
     test_fraction: float = 0.1,
     download: bool = True,
     device: torch.device | str = "cpu",
+    image_size: int | None = None,
     log_fn: Callable[[str], None] | None = None,
 ) -> DataSplits:
-    """Load ``dataset`` and return seeded, stratified train / validation / test splits.
+    """Load ``dataset`` and return seeded train / validation / test splits, stratified by class where there are
+    labels.
 
-    With the official train and test files, validation is carved from train and test is the
-    official test split. With only one split (e.g. the offline MNIST test split), that split is
-    divided into train / validation / test by ``val_fraction`` and ``test_fraction``.
+    ``dataset``: "mnist" or "fashion-mnist" (see the module docstring), or the path of a user's images (a folder
+    or an .npz, vae.own_data; ``image_size`` resizes them). With the official train and test files, validation is
+    carved from train and test is the official test split. With only one split (e.g. the offline MNIST test
+    split, or a user's images), that split is divided into train / validation / test by ``val_fraction`` and
+    ``test_fraction``.
     """
+    say = log_fn or log.info
     if dataset not in DATASETS:
-        raise DataError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+        if not is_own_data(dataset):
+            raise DataError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}, or give the path of "
+                            "a folder of images or an .npz")
+        try:
+            own = load_own_images(dataset, image_size=image_size, log=say)
+        except OwnDataError as exc:
+            raise DataError(str(exc)) from exc
+        shape = tuple(int(d) for d in own.images.shape[1:])
+        if own.test is not None:  # split beforehand: validation is carved from its train split
+            own_train = _to_split(own.images[~own.test], own.labels[~own.test], shape)
+            own_test = _to_split(own.images[own.test], own.labels[own.test], shape)
+            splits = _carve_validation(dataset, own_train, own_test, own.source, own.class_names, shape, seed,
+                                       val_fraction)
+        else:
+            splits = _split_one(dataset, _to_split(own.images, own.labels, shape), own.source, own.class_names,
+                                shape, seed, val_fraction, test_fraction)
+        say(f"data: {splits.describe()}")
+        return splits.to(device)
+    if image_size is not None and image_size != IMAGE_SIDE:
+        raise DataError(f"--image-size applies to a folder or an .npz of your own images, not to {dataset}")
     info = DATASETS[dataset]
     folder = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV) or None
     if folder is not None:
@@ -275,17 +326,51 @@ def load_splits(
         train, test = _load_torchvision(info, DEFAULT_DOWNLOAD_ROOT, download)
         origin = f"torchvision {info.torchvision_class} in {DEFAULT_DOWNLOAD_ROOT}"
 
+    shape = (1, IMAGE_SIDE, IMAGE_SIDE)
     if train is not None:
-        train_idx, val_idx = stratified_split(train.labels, (1.0 - val_fraction,), seed)
-        splits = DataSplits(dataset, _subset(train, train_idx), _subset(train, val_idx), test,
-                            f"{origin}; official test split, validation = {val_fraction:.0%} of train, seed {seed}")
+        splits = _carve_validation(dataset, train, test, origin, info.class_names, shape, seed, val_fraction)
     else:
-        train_frac = 1.0 - val_fraction - test_fraction
-        train_idx, val_idx, test_idx = stratified_split(test.labels, (train_frac, val_fraction), seed)
-        splits = DataSplits(
-            dataset, _subset(test, train_idx), _subset(test, val_idx), _subset(test, test_idx),
-            f"{origin}; only one split found ({len(test)} images): stratified "
-            f"{train_frac:.0%}/{val_fraction:.0%}/{test_fraction:.0%} train/val/test split, seed {seed}",
-        )
-    (log_fn or log.info)(f"data: {splits.describe()}")
+        splits = _split_one(dataset, test, origin, info.class_names, shape, seed, val_fraction, test_fraction)
+    say(f"data: {splits.describe()}")
     return splits.to(device)
+
+
+def _carve_validation(dataset: str, train: Split, test: Split, origin: str, class_names: tuple[str, ...],
+                      shape: tuple[int, ...], seed: int, val_fraction: float) -> DataSplits:
+    """Train and test splits given: validation is ``val_fraction`` of train, per class where labelled."""
+    fractions = (1.0 - val_fraction,)
+    parts = stratified_split(train.labels, fractions, seed) if class_names else \
+        random_split(len(train), fractions, seed)
+    train_idx, val_idx = parts
+    return DataSplits(dataset, _subset(train, train_idx), _subset(train, val_idx), test,
+                      f"{origin}; official test split, validation = {val_fraction:.0%} of train, seed {seed}",
+                      (int(shape[0]), int(shape[1]), int(shape[2])), class_names)
+
+
+def _split_one(dataset: str, split: Split, origin: str, class_names: tuple[str, ...], shape: tuple[int, ...],
+               seed: int, val_fraction: float, test_fraction: float) -> DataSplits:
+    """One split of images divided into train / validation / test: stratified by class when labelled (every
+    class needs MIN_IMAGES_PER_CLASS images), at random otherwise."""
+    train_frac = 1.0 - val_fraction - test_fraction
+    fractions = (train_frac, val_fraction)
+    if class_names:
+        counts = torch.bincount(split.labels, minlength=len(class_names)).tolist()
+        small = [(name, n) for name, n in zip(class_names, counts, strict=False) if n < MIN_IMAGES_PER_CLASS]
+        if small:
+            name, n = small[0]
+            raise DataError(f"class {name!r} has {n} image(s); each class needs at least {MIN_IMAGES_PER_CLASS} for "
+                            f"the {train_frac:.0%}/{val_fraction:.0%}/{test_fraction:.0%} train/val/test split")
+        parts = stratified_split(split.labels, fractions, seed)
+        how = "stratified"
+    else:
+        if len(split) < MIN_IMAGES_PER_CLASS:
+            raise DataError(f"{len(split)} image(s) are too few for a train/val/test split (at least "
+                            f"{MIN_IMAGES_PER_CLASS})")
+        parts = random_split(len(split), fractions, seed)
+        how = "random"
+    train_idx, val_idx, test_idx = parts
+    return DataSplits(
+        dataset, _subset(split, train_idx), _subset(split, val_idx), _subset(split, test_idx),
+        f"{origin}; only one split ({len(split)} images): {how} "
+        f"{train_frac:.0%}/{val_fraction:.0%}/{test_fraction:.0%} train/val/test split, seed {seed}",
+        (int(shape[0]), int(shape[1]), int(shape[2])), class_names)

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vae.model import LinearVAE, reparameterize
+from vae.model import VAE, reparameterize
 
 DEFAULT_K = 1000
 _LOG_2PI = math.log(2 * math.pi)
 
 
-def log_weights(model: LinearVAE, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def log_weights(model: VAE, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """log p(x | z) + log p(z) - log q(z | x) for codes z = mu + noise * sigma.
 
     ``x`` [B, input_dim], ``noise`` [S, B, reparam_width] standard normal; returns [S, B]."""
@@ -42,7 +42,7 @@ def log_weights(model: LinearVAE, x: torch.Tensor, noise: torch.Tensor) -> torch
 
 @torch.inference_mode()
 def iwae_per_image(
-    model: LinearVAE,
+    model: VAE,
     images: torch.Tensor,
     *,
     k: int = DEFAULT_K,
@@ -70,7 +70,7 @@ def iwae_per_image(
     return torch.cat(out)
 
 
-def iwae(model: LinearVAE, images: torch.Tensor, *, k: int = DEFAULT_K, seed: int = 0, image_batch: int = 100,
+def iwae(model: VAE, images: torch.Tensor, *, k: int = DEFAULT_K, seed: int = 0, image_batch: int = 100,
          sample_chunk: int = 250) -> float:
     """Mean of -L_k over ``images``: the IWAE bound in nats per image (see the module docstring)."""
     return float(iwae_per_image(model, images, k=k, seed=seed, image_batch=image_batch,
@@ -87,7 +87,7 @@ class IwaeEstimate:
     k: int
 
 
-def iwae_within(model: LinearVAE, images: torch.Tensor, *, k: int = DEFAULT_K, seconds: float,
+def iwae_within(model: VAE, images: torch.Tensor, *, k: int = DEFAULT_K, seconds: float,
                 seed: int = 0, min_images: int = 100, image_batch: int = 50) -> IwaeEstimate:
     """The IWAE bound on as many of ``images`` as fit in about ``seconds`` (at least ``min_images``, at most
     all), taken in a seeded random order, with its standard error over the images.

@@ -6,6 +6,7 @@ the standard normal prior, each averaged over the batch.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -42,6 +43,7 @@ def neg_elbo(
     return LossTerms(recon + kl, recon, kl, recon + beta * kl)
 
 
-def nats_per_pixel(nats_per_image: float, input_dim: int = 784) -> float:
-    """The per-pixel normalised loss some tutorials print (the article's figure): nats / pixel."""
-    return nats_per_image / input_dim
+def bits_per_dim(nats_per_image: float, input_dim: int) -> float:
+    """A loss in nats per image as bits per dimension (per pixel value): the unit papers compare across image
+    sizes; ``input_dim`` is C*H*W."""
+    return nats_per_image / (input_dim * math.log(2))

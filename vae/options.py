@@ -139,7 +139,7 @@ class Arguments:
             raw = getattr(args, a.dest, None)
             if raw is None and a.option.cli_default is None:
                 continue
-            value = a.option.cli_default() if raw is None else raw
+            value = raw if raw is not None else a.option.cli_default() if a.option.cli_default else None
             value = tuple(value) if isinstance(value, list) else value
             value = a.option.parse(value) if a.option.parse else value
             if a.field == a.top:

@@ -1,5 +1,5 @@
 """Drawing images from a trained VAE: prior samples, samples of a chosen class, interpolations
-and reconstructions. Every function returns images shaped [N, 1, 28, 28] in [0, 1]."""
+and reconstructions. Every function returns images shaped [N, C, H, W] in [0, 1], the model's image shape."""
 
 from __future__ import annotations
 
@@ -9,40 +9,40 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid, save_image
 
-from vae.config import IMAGE_SIDE
-from vae.model import LinearVAE, reparameterize
+from vae.model import VAE, reparameterize
 
 
-def _as_images(flat: torch.Tensor) -> torch.Tensor:
-    return flat.reshape(-1, 1, IMAGE_SIDE, IMAGE_SIDE)
+def as_images(flat: torch.Tensor, model: VAE) -> torch.Tensor:
+    """Flattened images [N, C*H*W] -> [N, C, H, W] of ``model``'s image shape."""
+    return flat.reshape(-1, *model.config.image_shape)
 
 
 def _flat(images: torch.Tensor) -> torch.Tensor:
     return images.reshape(images.shape[0], -1)
 
 
-def _device(model: LinearVAE) -> torch.device:
+def _device(model: VAE) -> torch.device:
     return next(model.parameters()).device
 
 
 @torch.inference_mode()
-def sample_prior(model: LinearVAE, n: int, *, generator: torch.Generator | None = None,
+def sample_prior(model: VAE, n: int, *, generator: torch.Generator | None = None,
                  temperature: float = 1.0) -> torch.Tensor:
     """Decode n codes drawn from N(0, temperature^2 I)."""
     z = torch.randn(n, model.config.reparam_width, device=_device(model), generator=generator)
-    return _as_images(model.decode(z * temperature))
+    return as_images(model.decode(z * temperature), model)
 
 
 @dataclass(frozen=True)
 class ClassSamples:
-    sources: torch.Tensor  # [k, 1, 28, 28] the real examples that were encoded
-    samples: torch.Tensor  # [n, 1, 28, 28] decoded draws from their posteriors
+    sources: torch.Tensor  # [k, C, H, W] the real examples that were encoded
+    samples: torch.Tensor  # [n, C, H, W] decoded draws from their posteriors
     source_index: torch.Tensor  # [n] which source each sample came from
 
 
 @torch.inference_mode()
 def generate_class(
-    model: LinearVAE,
+    model: VAE,
     images: torch.Tensor,
     labels: torch.Tensor,
     target_class: int,
@@ -69,7 +69,7 @@ def generate_class(
     source_index = torch.arange(n_samples, device=device) % n_sources
     eps = torch.randn(n_samples, mu.shape[1], device=device, generator=generator)
     z = reparameterize(mu[source_index], log_var[source_index], noise_scale * eps)
-    return ClassSamples(_as_images(sources), _as_images(model.decode(z)), source_index.cpu())
+    return ClassSamples(as_images(sources, model), as_images(model.decode(z), model), source_index.cpu())
 
 
 def _cpu_generator(generator: torch.Generator | None) -> torch.Generator | None:
@@ -81,26 +81,26 @@ def _cpu_generator(generator: torch.Generator | None) -> torch.Generator | None:
 
 
 @torch.inference_mode()
-def interpolate(model: LinearVAE, start: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Tensor:
+def interpolate(model: VAE, start: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Tensor:
     """Decode ``steps`` evenly spaced points on the line between the posterior means of two images."""
     mu, _ = model.encode(_flat(torch.stack([start, end]).to(_device(model))))
     weights = torch.linspace(0.0, 1.0, steps, device=mu.device).unsqueeze(1)
-    return _as_images(model.decode(mu[0] * (1 - weights) + mu[1] * weights))
+    return as_images(model.decode(mu[0] * (1 - weights) + mu[1] * weights), model)
 
 
 @torch.inference_mode()
-def reconstruct(model: LinearVAE, images: torch.Tensor, *, generator: torch.Generator | None = None,
+def reconstruct(model: VAE, images: torch.Tensor, *, generator: torch.Generator | None = None,
                 sample: bool = False) -> torch.Tensor:
     """Encode and decode. The posterior mean by default; ``sample=True`` draws z from the posterior."""
     mu, log_var = model.encode(_flat(images).to(_device(model)))
     if sample:
         noise = torch.randn(mu.shape, device=mu.device, generator=generator)
         mu = reparameterize(mu, log_var, noise)
-    return _as_images(model.decode(mu))
+    return as_images(model.decode(mu), model)
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> torch.Tensor:
-    """Images [N, 1, H, W] -> one grid image [3, H', W'] (torchvision's make_grid)."""
+    """Images [N, C, H, W] (C 1 or 3) -> one grid image [3, H', W'] (torchvision's make_grid)."""
     return make_grid(images.detach().cpu(), nrow=nrow, padding=padding, pad_value=1.0)
 
 

@@ -1,11 +1,11 @@
-"""The learning-rate schedule: cosine decays that end where the training is judged or stops.
+"""The learning-rate schedule: cosine decays that end where the training stops.
 
-A cosine schedule planned over a horizon the run never reaches leaves the model un-annealed when it is
-judged. In a search, a trial is judged at each of ASHA's rungs and may be stopped there, and the search's
-time budget can end it at any point. So the cosine here is cut into segments that end at given rounds
-(ASHA's rungs, then the last round): each segment decays from its peak to near zero, and the next one
-restarts at ``restart`` times the previous peak. ``shorten`` re-plans the current segment to end sooner
-(a deadline that comes before the segment's end), decaying from the learning rate of that moment.
+A cosine schedule planned over a horizon the run never reaches leaves the model un-annealed when it stops. A
+search's time budget can end a trial at any point, so ``fit_to`` re-plans the current segment to end sooner (a
+deadline that comes before the planned end), decaying from the learning rate of that moment; it can also get
+the planned end back when the rounds turn out faster. The plan may hold several segments (``ends``), each
+decaying to near zero and the next restarting at ``restart`` times the previous peak; a search uses one (ending
+segments at ASHA's rungs was measured and lost at every rung: benchmarks/README.md).
 
 ``CosineSegments`` is the multiplier of ``torch.optim.lr_scheduler.LambdaLR``, stepped once per round; as a
 callable object, its state (the segments) is part of the scheduler's ``state_dict``, so a resumed run

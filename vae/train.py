@@ -18,8 +18,8 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from vae.config import ModelConfig, TrainConfig
 from vae.data import DATASETS, DataError, DataSplits, load_splits
-from vae.loss import neg_elbo
-from vae.model import LinearVAE
+from vae.loss import bits_per_dim, neg_elbo
+from vae.model import VAE, build_model
 from vae.options import Arguments, OneLineParser
 from vae.schedule import CosineSegments
 
@@ -41,7 +41,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(model: LinearVAE, train_config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: VAE, train_config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW (Adam with decoupled weight decay; with ``weight_decay`` 0 it is Adam) with its fused kernel:
     one op per step for all parameters instead of about ten per parameter tensor, which is a large share
     of a step for the small models (see benchmarks/train_throughput.py)."""
@@ -89,7 +89,7 @@ def round_indices(n: int, round_images: int | None, generator: torch.Generator |
 
 
 def train_round(
-    model: LinearVAE,
+    model: VAE,
     optimizer: torch.optim.Optimizer,
     images: torch.Tensor,
     *,
@@ -98,7 +98,7 @@ def train_round(
     beta: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:
-    """One round over ``images`` [N, 784] (``round_indices``: an epoch, or ``round_images`` images), cut
+    """One round over ``images`` [N, C*H*W] (``round_indices``: an epoch, or ``round_images`` images), cut
     into batches by index, minimising ``vae.loss.neg_elbo`` (its objective, with the KL weighted by ``beta``).
 
     Returns the round's means in nats per image (``neg_elbo``, ``recon``, ``kl``), ``images`` trained on,
@@ -145,10 +145,10 @@ def train_round(
 
 
 @torch.inference_mode()
-def evaluate(model: LinearVAE, images: torch.Tensor, *, batch_size: int = 2000, seed: int = 0) -> dict[str, float]:
-    """Single-sample neg-ELBO estimate on ``images`` (nats per image, seeded so it is repeatable),
-    its reconstruction and KL parts, and ``active_units``: code dimensions whose posterior mean
-    varies across the data (variance > 0.01), a direct read-out of posterior collapse."""
+def evaluate(model: VAE, images: torch.Tensor, *, batch_size: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Single-sample neg-ELBO estimate on ``images`` (nats per image, seeded so it is repeatable, and the same in
+    bits per dimension), its reconstruction and KL parts, and ``active_units``: code dimensions whose posterior
+    mean varies across the data (variance > 0.01), a direct read-out of posterior collapse."""
     model.eval()
     generator = torch.Generator(device=images.device).manual_seed(seed)
     totals = torch.zeros(3, device=images.device)
@@ -163,7 +163,8 @@ def evaluate(model: LinearVAE, images: torch.Tensor, *, batch_size: int = 2000, 
         mus.append(mu)
     means = (totals / images.shape[0]).tolist()
     active = int((torch.cat(mus).var(dim=0) > ACTIVE_UNIT_THRESHOLD).sum().item())
-    return {"neg_elbo": means[0], "recon": means[1], "kl": means[2], "active_units": active}
+    return {"neg_elbo": means[0], "recon": means[1], "kl": means[2], "active_units": active,
+            "bits_per_dim": bits_per_dim(means[0], images.shape[1])}
 
 
 def best_of(history: list[dict[str, float]]) -> dict[str, float] | None:
@@ -171,32 +172,10 @@ def best_of(history: list[dict[str, float]]) -> dict[str, float] | None:
     return min(history, key=lambda h: h["val_neg_elbo"]) if history else None
 
 
-@dataclass
-class TrainState:
-    """Everything training needs to go on where it stopped: the model, the optimizer, the lr schedule, the
-    shuffling generator, the rounds done and their metrics. ``fit`` advances it in place, so a caller that
-    saves it (a search trial's checkpoint) and hands it back to ``fit`` resumes the same run."""
+class RoundHistory:
+    """The best round of a run's ``history`` (one metrics dict per round, with ``round`` and ``val_neg_elbo``)."""
 
-    model: LinearVAE
-    optimizer: torch.optim.Optimizer
-    scheduler: LRScheduler
-    generator: torch.Generator
-    round: int = 0  # rounds completed
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    @classmethod
-    def fresh(cls, model_config: ModelConfig, train_config: TrainConfig, device: torch.device) -> TrainState:
-        """A new, seeded run: initial weights, optimizer, schedule and generator from ``train_config.seed``."""
-        seed_everything(train_config.seed)
-        model = LinearVAE(model_config).to(device)
-        optimizer = make_optimizer(model, train_config)
-        return cls(model, optimizer, make_lr_scheduler(optimizer, train_config),
-                   torch.Generator(device=device).manual_seed(train_config.seed))
-
-    @property
-    def images(self) -> int:
-        """Training images seen so far (counted over the rounds done)."""
-        return int(self.history[-1]["images"]) if self.history else 0
+    history: list[dict[str, float]]
 
     @property
     def best_val_neg_elbo(self) -> float:
@@ -211,19 +190,37 @@ class TrainState:
 
 
 @dataclass
-class FitResult:
-    model: LinearVAE  # with restore_best: the weights of the best round by validation, else the last round's
+class TrainState(RoundHistory):
+    """Everything training needs to go on where it stopped: the model, the optimizer, the lr schedule, the
+    shuffling generator, the rounds done and their metrics. ``fit`` advances it in place, so a caller that
+    saves it (a search trial's checkpoint) and hands it back to ``fit`` resumes the same run."""
+
+    model: VAE
+    optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler
+    generator: torch.Generator
+    round: int = 0  # rounds completed
     history: list[dict[str, float]] = field(default_factory=list)
 
-    @property
-    def best_val_neg_elbo(self) -> float:
-        best = best_of(self.history)
-        return best["val_neg_elbo"] if best is not None else math.inf
+    @classmethod
+    def fresh(cls, model_config: ModelConfig, train_config: TrainConfig, device: torch.device) -> TrainState:
+        """A new, seeded run: initial weights, optimizer, schedule and generator from ``train_config.seed``."""
+        seed_everything(train_config.seed)
+        model = build_model(model_config).to(device)
+        optimizer = make_optimizer(model, train_config)
+        return cls(model, optimizer, make_lr_scheduler(optimizer, train_config),
+                   torch.Generator(device=device).manual_seed(train_config.seed))
 
     @property
-    def best_round(self) -> int:
-        best = best_of(self.history)
-        return int(best["round"]) if best is not None else 0
+    def images(self) -> int:
+        """Training images seen so far (counted over the rounds done)."""
+        return int(self.history[-1]["images"]) if self.history else 0
+
+
+@dataclass
+class FitResult(RoundHistory):
+    model: VAE  # with restore_best: the weights of the best round by validation, else the last round's
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
 RoundCallback = Callable[[TrainState, dict[str, float]], bool | None]
@@ -313,15 +310,19 @@ TRAIN_OPTIONS = Arguments(TrainConfig)
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(
         prog="python -m vae.train",
-        description="Train one LinearVAE and write a checkpoint and a PNG of samples and reconstructions. The model "
+        description="Train one VAE and write a checkpoint and a PNG of samples and reconstructions. The model "
         "and training options are the fields of vae.config's ModelConfig and TrainConfig.",
     )
     MODEL_OPTIONS.add_to(parser)
     TRAIN_OPTIONS.add_to(parser)
     data = parser.add_argument_group("data and output")
-    data.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
+    data.add_argument("--dataset", default="mnist",
+                      help=f"{' or '.join(sorted(DATASETS))}, or the path of your own images: a folder (one sub-folder "
+                      "per class, or unlabelled images) or an .npz (default mnist)")
     data.add_argument("--data-dir", default=None,
                       help="folder with the IDX *-ubyte[.gz] files (default: $VAESEARCH_DATA_DIR, else download)")
+    data.add_argument("--image-size", type=int, default=None, metavar="S",
+                      help="resize your own images to S x S (needed when they differ in size)")
     data.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N]")
     data.add_argument("--out", default=None, help="output folder (default runs/vae-<latent>-<reparam>)")
     return parser.parse_args(argv)
@@ -332,18 +333,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from vae.checkpoint import save_checkpoint
     from vae.class_gaussians import fit_class_gaussians
-    from vae.sample import reconstruct, sample_prior, save_grid
+    from vae.sample import as_images, reconstruct, sample_prior, save_grid
 
     try:
         args = _parse_args(argv)
     except SystemExit as exc:  # --help, or one line about a mistake on the command line (OneLineParser)
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        model_config = ModelConfig(**MODEL_OPTIONS.values(args))
         train_config = TrainConfig(**TRAIN_OPTIONS.values(args))
         device = pick_device(args.device)
         data = load_splits(args.dataset, args.data_dir, seed=train_config.seed, device=device,
-                           log_fn=lambda m: print(m, file=sys.stderr))
+                           image_size=args.image_size, log_fn=lambda m: print(m, file=sys.stderr))
+        channels, height, width = data.image_shape
+        model_config = ModelConfig(**MODEL_OPTIONS.values(args), channels=channels, height=height, width=width)
         out = Path(args.out or f"runs/vae-{model_config.latent_width}-{model_config.reparam_width}")
         try:  # fail on an unusable --out now, not after training
             out.mkdir(parents=True, exist_ok=True)
@@ -368,18 +370,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     bar.close()
     test = evaluate(result.model, data.test.images, seed=train_config.seed)
-    final = dict(result.history[-1], test_neg_elbo=test["neg_elbo"], test_recon=test["recon"], test_kl=test["kl"])
-    save_checkpoint(out / "checkpoint", result.model, dataset=args.dataset, metrics=final,
-                    train_config=train_config, examples=data.test,
-                    class_gaussians=fit_class_gaussians(result.model, data.train.images, data.train.labels,
-                                                        len(DATASETS[args.dataset].class_names)))
+    final = dict(result.history[-1], **{f"test_{k}": v for k, v in test.items()})
+    gaussians = fit_class_gaussians(result.model, data.train.images, data.train.labels, len(data.class_names)) \
+        if data.labelled else None
+    save_checkpoint(out / "checkpoint", result.model, dataset=args.dataset, metrics=final, train_config=train_config,
+                    examples=data.test, class_gaussians=gaussians, class_names=data.class_names)
     generator = torch.Generator(device=device).manual_seed(train_config.seed)
     originals = data.test.images[:32]
     images = torch.cat([sample_prior(result.model, 32, generator=generator),
-                        originals.view(-1, 1, 28, 28), reconstruct(result.model, originals)])
+                        as_images(originals, result.model), reconstruct(result.model, originals)])
     save_grid(images, out / "samples.png", nrow=16)
     print(f"val neg-ELBO {final['val_neg_elbo']:.2f} nats, test neg-ELBO {test['neg_elbo']:.2f} nats "
-          f"(recon {test['recon']:.2f} + KL {test['kl']:.2f}); wrote {out}/checkpoint and {out}/samples.png")
+          f"({test['bits_per_dim']:.4f} bits/dim; recon {test['recon']:.2f} + KL {test['kl']:.2f}); wrote "
+          f"{out}/checkpoint and {out}/samples.png")
     return 0
 
 

@@ -15,7 +15,8 @@ from search.space import SearchSpace
 from vae.options import Arguments, option, option_of
 
 # A value each option accepts, for fields whose default is None (the others use their default).
-SAMPLES = {"trials": "3", "address": "auto", "num_cpus": "2", "name": "exp", "data_dir": ".", "iwae_seconds": "5"}
+SAMPLES = {"trials": "3", "address": "auto", "num_cpus": "2", "name": "exp", "data_dir": ".", "iwae_seconds": "5",
+           "image_size": "32", "round_images": "4000"}
 
 
 def _argv(argument, tmp_path) -> list[str]:
@@ -69,7 +70,7 @@ def test_help_lists_every_option_with_its_default(capsys):
         if action.option_strings and action.nargs != 0:  # every option that takes a value
             assert "(default " in action.help, action.option_strings
     for fragment in ("--max-rounds MAX_ROUNDS most rounds a trial trains (ASHA's max_t)", "(default 300)",
-                     "--round-images N training images per round", "(default 8000)",
+                     "--round-images N training images per round", "(default 8000 images of 28x28 pixels",
                      "--time-budget SECONDS", "0: no limit; with --resume, counted from the resume (default 450)",
                      "--latent-width LOW HIGH",
                      "(default 32 1024)", "--lr LOW HIGH AdamW learning rate range (default 0.0002 0.004)",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,9 @@ def test_a_budget_that_leaves_trials_unstarted_exports_what_it_found(caller_ray,
         data_dir=data_dir, storage=str(tmp_path), name="budget", wandb_mode="disabled", verbose=0, iwae_k=20,
         space=SMALL)
     lines: list[str] = []
+    handler = signal.getsignal(signal.SIGINT)
     outcome = run_search(config, log=lines.append)  # the budget is a normal end
+    assert signal.getsignal(signal.SIGINT) is handler  # Tune's Ctrl+C handler does not outlive the search
     rows = outcome.leaderboard
     assert 1 <= len(rows) < 40
     assert all(r["rounds"] < 200 and r["status"] == TIME_BUDGET for r in rows), rows

@@ -16,7 +16,7 @@ from serve.experiment import ExperimentError, load_experiment
 from serve.service import MAX_SAMPLES, InvalidRequest, VAEService
 from vae.checkpoint import EXAMPLES_FILE, save_checkpoint
 from vae.config import ModelConfig
-from vae.model import LinearVAE
+from vae.model import build_model
 from vae.sample import reconstruct
 
 CELL = 30  # a 28-pixel image plus make_grid's 2-pixel padding
@@ -215,7 +215,7 @@ def test_leaderboard_paths_cannot_leave_best(experiment: Path, tmp_path: Path) -
 
 
 def test_a_checkpoint_without_examples_still_samples_the_prior(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "ckpt", LinearVAE(ModelConfig(16, 2)), dataset="fashion-mnist")
+    save_checkpoint(tmp_path / "ckpt", build_model(ModelConfig(16, 2)), dataset="fashion-mnist")
     assert not (tmp_path / "ckpt" / EXAMPLES_FILE).exists()
     service = VAEService.from_checkpoint(tmp_path / "ckpt")
     assert service.served.class_names[0] == "T-shirt/top" and service.leaderboard()[1] == []

@@ -24,7 +24,7 @@ from vae.checkpoint import (
 )
 from vae.config import ModelConfig
 from vae.data import DataSplits
-from vae.model import LinearVAE
+from vae.model import build_model
 
 
 @pytest.fixture
@@ -47,8 +47,9 @@ def test_round_trip_gives_identical_outputs(trained_fit, trained_checkpoint: Pat
 
 def test_meta_describes_the_model(trained_fit, trained_checkpoint: Path) -> None:
     meta = read_meta(trained_checkpoint)
-    assert meta["model_config"] == {"latent_width": 128, "reparam_width": 16, "input_dim": 784, "depth": 1,
-                                    "conv_channels": 0}
+    assert meta["model_config"] == {"latent_width": 128, "reparam_width": 16, "depth": 1, "conv_channels": 0,
+                                    "channels": 1, "height": 28, "width": 28}
+    assert meta["family"] == "mlp" and meta["class_names"] == [str(d) for d in range(10)]
     assert meta["dataset"] == "mnist"
     assert meta["metrics"]["val_neg_elbo"] == trained_fit.history[-1]["val_neg_elbo"]
     assert meta["train_config"]["lr"] == 3e-3
@@ -71,7 +72,7 @@ def test_examples_bank_round_trip(trained_checkpoint: Path, mnist_splits: DataSp
 
 
 def test_checkpoint_without_examples(tmp_path: Path) -> None:
-    model = LinearVAE(ModelConfig(8, 2))
+    model = build_model(ModelConfig(8, 2))
     loaded = load_checkpoint(save_checkpoint(tmp_path / "c", model, dataset="fashion-mnist"))
     assert loaded.examples is None and loaded.dataset == "fashion-mnist"
 
@@ -103,7 +104,7 @@ def test_truncated_weights_are_refused(checkpoint_copy: Path, keep: float) -> No
 
 
 def test_weights_of_another_shape_are_refused(checkpoint_copy: Path) -> None:
-    small = LinearVAE(ModelConfig(32, 4))
+    small = build_model(ModelConfig(32, 4))
     save_file({k: v.contiguous() for k, v in small.state_dict().items()}, str(checkpoint_copy / WEIGHTS_FILE))
     with pytest.raises(CheckpointError, match="does not match its config.*wrong shape"):
         load_checkpoint(checkpoint_copy)

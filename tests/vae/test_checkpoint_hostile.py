@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from vae.checkpoint import META_FILE, WEIGHTS_FILE, CheckpointError, load_checkpoint, save_checkpoint
 from vae.config import MAX_LATENT_WIDTH, ModelConfig
-from vae.model import LinearVAE
+from vae.model import build_model
 
 REPO = Path(__file__).resolve().parents[2]
 LIMIT_MB = 100
@@ -78,7 +78,7 @@ def _safetensors_raw(header: bytes) -> bytes:
 
 @pytest.fixture(scope="module")
 def valid_checkpoint(tmp_path_factory) -> Path:
-    return save_checkpoint(tmp_path_factory.mktemp("valid") / "ckpt", LinearVAE(ModelConfig(32, 4)), dataset="mnist")
+    return save_checkpoint(tmp_path_factory.mktemp("valid") / "ckpt", build_model(ModelConfig(32, 4)), dataset="mnist")
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def hostile(valid_checkpoint: Path, tmp_path_factory) -> dict[str, Path]:
     valid = valid_checkpoint
     meta = _meta(valid)
     wide = {f"{k}": {"dtype": "F32", "shape": list(v.shape), "data_offsets": [0, 0]}
-            for k, v in LinearVAE(ModelConfig(32, 4)).state_dict().items()}
+            for k, v in build_model(ModelConfig(32, 4)).state_dict().items()}
     wide["input_to_hidden.weight"]["shape"] = [250000, 784]
     huge_header = b'{"__metadata__": {"pad": "' + b" " * (90 << 20) + b'"}}'
     return {
@@ -123,7 +123,7 @@ def test_hostile_checkpoints_are_refused_cheaply(valid_checkpoint: Path, hostile
 def test_wrong_shapes_are_refused_from_the_header_before_loading(valid_checkpoint: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     folder = Path(shutil.copytree(valid_checkpoint, tmp_path / "ckpt"))
-    save_file({k: v.contiguous() for k, v in LinearVAE(ModelConfig(16, 4)).state_dict().items()},
+    save_file({k: v.contiguous() for k, v in build_model(ModelConfig(16, 4)).state_dict().items()},
               str(folder / WEIGHTS_FILE))
     calls = []
     import vae.checkpoint as module
@@ -155,4 +155,4 @@ def test_width_bounds_are_enforced_at_the_limit(valid_checkpoint: Path, tmp_path
 
 def test_non_finite_metrics_are_refused_when_written(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        save_checkpoint(tmp_path / "c", LinearVAE(ModelConfig(8, 2)), dataset="mnist", metrics={"val": float("nan")})
+        save_checkpoint(tmp_path / "c", build_model(ModelConfig(8, 2)), dataset="mnist", metrics={"val": float("nan")})

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from vae.checkpoint import FORMAT, META_FILE, WEIGHTS_FILE, CheckpointError, load_checkpoint, save_checkpoint
 from vae.config import INPUT_DIM, MAX_CONV_CHANNELS, ModelConfig, TrainConfig
 from vae.data import DataSplits, Split
-from vae.model import LinearVAE, count_parameters, flops_per_sample
+from vae.model import VAE, build_model, count_parameters, flops_per_sample
 from vae.train import fit
 
 
@@ -23,7 +23,7 @@ def _tiny_data(n: int = 64) -> DataSplits:
                       Split(images[2 * n:], labels[2 * n:]), "random test images")
 
 
-def _macs(model: LinearVAE, x: torch.Tensor) -> int:
+def _macs(model: VAE, x: torch.Tensor) -> int:
     """Multiply-accumulates of one forward pass per image, counted from the layers' actual input/output shapes."""
     total = 0
 
@@ -46,7 +46,7 @@ def _macs(model: LinearVAE, x: torch.Tensor) -> int:
 @pytest.mark.parametrize("channels,depth", [(4, 1), (8, 2)])
 def test_encode_decode_keep_flat_images_and_counts_match_the_built_model(channels, depth):
     config = ModelConfig(32, 4, depth=depth, conv_channels=channels)
-    model = LinearVAE(config)
+    model = build_model(config)
     x = torch.rand(5, INPUT_DIM)
     mu, log_var = model.encode(x)
     assert mu.shape == log_var.shape == (5, 4)
@@ -57,7 +57,7 @@ def test_encode_decode_keep_flat_images_and_counts_match_the_built_model(channel
 
 
 def test_no_stem_keeps_the_mlp_and_its_keys():
-    mlp, conv = LinearVAE(ModelConfig(32, 4)), LinearVAE(ModelConfig(32, 4, conv_channels=4))
+    mlp, conv = build_model(ModelConfig(32, 4)), build_model(ModelConfig(32, 4, conv_channels=4))
     assert not any(k.startswith(("encoder_conv", "decoder_conv")) for k in mlp.state_dict())
     assert any(k.startswith("encoder_conv") for k in conv.state_dict())
     assert mlp.input_to_hidden.in_features == INPUT_DIM
@@ -82,14 +82,14 @@ def test_conv_channels_outside_the_allow_list_are_rejected(bad):
         ModelConfig(16, 2, conv_channels=bad)
 
 
-def test_a_stem_needs_28x28_images():
-    with pytest.raises(ValueError, match="28x28"):
-        ModelConfig(16, 2, input_dim=100, conv_channels=4)
+def test_a_stem_needs_sides_divisible_by_4():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        ModelConfig(16, 2, height=10, width=10, conv_channels=4)
 
 
 @pytest.mark.parametrize("bad", [-1, MAX_CONV_CHANNELS + 1, "8", None])
 def test_a_checkpoint_with_bad_conv_channels_is_refused_before_any_model_is_built(tmp_path, bad):
-    model = LinearVAE(ModelConfig(16, 2))
+    model = build_model(ModelConfig(16, 2))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / WEIGHTS_FILE),
               metadata={"format": FORMAT})
     (tmp_path / META_FILE).write_text(json.dumps({
@@ -100,7 +100,7 @@ def test_a_checkpoint_with_bad_conv_channels_is_refused_before_any_model_is_buil
 
 
 def test_a_checkpoint_whose_weights_lack_the_stem_it_declares_is_refused(tmp_path):
-    model = LinearVAE(ModelConfig(16, 2))
+    model = build_model(ModelConfig(16, 2))
     save_checkpoint(tmp_path, model, dataset="mnist")
     meta = json.loads((tmp_path / META_FILE).read_text())
     meta["model_config"]["conv_channels"] = 4

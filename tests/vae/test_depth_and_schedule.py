@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from vae.checkpoint import FORMAT, FORMAT_VERSION, META_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
 from vae.config import MAX_DEPTH, ModelConfig, TrainConfig
 from vae.data import DataSplits, Split
-from vae.model import LinearVAE, count_parameters, flops_per_sample
+from vae.model import build_model, count_parameters, flops_per_sample
 from vae.train import evaluate, fit, kl_weight, main
 
 DEPTH_1_KEYS = {f"{layer}.{kind}" for layer in ("input_to_hidden", "hidden_to_mu", "hidden_to_log_var",
@@ -30,13 +30,13 @@ def _tiny_data(n: int = 64, dim: int = 784) -> DataSplits:
 
 
 def test_depth_one_keeps_the_article_layers_and_key_names():
-    assert set(LinearVAE(ModelConfig(32, 4)).state_dict()) == DEPTH_1_KEYS
+    assert set(build_model(ModelConfig(32, 4)).state_dict()) == DEPTH_1_KEYS
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_parameter_and_flop_counts_match_the_built_model(depth):
     config = ModelConfig(48, 6, depth=depth)
-    model = LinearVAE(config)
+    model = build_model(config)
     assert count_parameters(config) == model.num_parameters()
     macs = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
     assert flops_per_sample(config) == 2 * macs
@@ -60,7 +60,7 @@ def test_deeper_models_train_and_round_trip_through_a_checkpoint(depth, tmp_path
 
 def test_a_format_1_checkpoint_without_depth_still_loads(tmp_path):
     """Written the way format 1 did: the depth-1 keys and a model_config without ``depth``."""
-    model = LinearVAE(ModelConfig(16, 2))
+    model = build_model(ModelConfig(16, 2))
     folder = tmp_path / "old"
     folder.mkdir()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_FILE),

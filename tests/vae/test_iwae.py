@@ -11,13 +11,13 @@ import torch.nn.functional as F
 from vae.config import ModelConfig
 from vae.iwae import iwae, iwae_per_image
 from vae.loss import kl_to_standard_normal
-from vae.model import LinearVAE
+from vae.model import VAE, LinearVAE, build_model
 
 
 def _tiny_model() -> tuple[LinearVAE, torch.Tensor]:
     """A 6-pixel model with a 1-D code and a few binary-ish images."""
     torch.manual_seed(0)
-    model = LinearVAE(ModelConfig(latent_width=8, reparam_width=1, input_dim=6)).eval()
+    model = build_model(ModelConfig(latent_width=8, reparam_width=1, height=1, width=6)).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(2.0)  # a decoder that depends visibly on z
@@ -25,7 +25,7 @@ def _tiny_model() -> tuple[LinearVAE, torch.Tensor]:
     return model, images
 
 
-def _brute_force_neg_log_likelihood(model: LinearVAE, images: torch.Tensor) -> torch.Tensor:
+def _brute_force_neg_log_likelihood(model: VAE, images: torch.Tensor) -> torch.Tensor:
     """-log p(x) = -log integral p(x | z) N(z; 0, 1) dz, by the trapezoid rule on a fine grid of the 1-D code."""
     z = torch.linspace(-10, 10, 40001, dtype=torch.float64).unsqueeze(1)
     with torch.no_grad():
@@ -40,7 +40,7 @@ def _brute_force_neg_log_likelihood(model: LinearVAE, images: torch.Tensor) -> t
     return torch.stack(out)
 
 
-def _neg_elbo_per_image(model: LinearVAE, images: torch.Tensor, samples: int = 20000) -> torch.Tensor:
+def _neg_elbo_per_image(model: VAE, images: torch.Tensor, samples: int = 20000) -> torch.Tensor:
     """Monte Carlo recon + closed-form KL, per image (the quantity a single-sample neg-ELBO estimates)."""
     with torch.no_grad():
         mu, log_var = model.encode(images)

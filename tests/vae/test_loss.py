@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from vae.loss import kl_to_standard_normal, nats_per_pixel, neg_elbo
+from vae.loss import bits_per_dim, kl_to_standard_normal, neg_elbo
 
 
 def test_uninformative_decoder_costs_ln2_per_pixel() -> None:
@@ -20,7 +20,7 @@ def test_uninformative_decoder_costs_ln2_per_pixel() -> None:
     assert math.isclose(terms.recon.item(), 784 * math.log(2), rel_tol=1e-6)
     assert terms.kl.item() == 0.0
     assert math.isclose(terms.neg_elbo.item(), 543.4273, rel_tol=1e-6)
-    assert math.isclose(nats_per_pixel(terms.neg_elbo.item()), math.log(2), rel_tol=1e-6)
+    assert math.isclose(bits_per_dim(terms.neg_elbo.item(), 784), 1.0, rel_tol=1e-6)  # one bit per pixel
 
 
 def test_hand_checked_batch_of_two() -> None:

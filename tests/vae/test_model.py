@@ -7,14 +7,14 @@ import torch
 
 from vae.config import INPUT_DIM, ModelConfig, TrainConfig
 from vae.loss import neg_elbo
-from vae.model import LinearVAE, count_parameters, flops_per_sample
+from vae.model import LinearVAE, build_model, count_parameters, flops_per_sample
 
 
 @pytest.mark.parametrize("latent_width, reparam_width", [(32, 4), (512, 64), (7, 3)])
 @pytest.mark.parametrize("batch", [1, 5])
 def test_shapes_and_ranges(latent_width: int, reparam_width: int, batch: int) -> None:
     torch.manual_seed(0)
-    model = LinearVAE(ModelConfig(latent_width, reparam_width))
+    model = build_model(ModelConfig(latent_width, reparam_width))
     x = torch.rand(batch, INPUT_DIM)
     mu, log_var = model.encode(x)
     assert mu.shape == log_var.shape == (batch, reparam_width)
@@ -28,7 +28,7 @@ def test_shapes_and_ranges(latent_width: int, reparam_width: int, batch: int) ->
 
 
 def test_layer_widths_follow_the_two_words() -> None:
-    model = LinearVAE(ModelConfig(latent_width=48, reparam_width=6))
+    model = build_model(ModelConfig(latent_width=48, reparam_width=6))
     assert model.input_to_hidden.weight.shape == (48, INPUT_DIM)
     assert model.hidden_to_mu.weight.shape == model.hidden_to_log_var.weight.shape == (6, 48)
     assert model.z_to_hidden.weight.shape == (48, 6)
@@ -38,7 +38,7 @@ def test_layer_widths_follow_the_two_words() -> None:
 @pytest.mark.parametrize("latent_width, reparam_width", [(32, 4), (512, 64)])
 def test_parameter_count_and_flops(latent_width: int, reparam_width: int) -> None:
     config = ModelConfig(latent_width, reparam_width)
-    model = LinearVAE(config)
+    model = build_model(config)
     assert count_parameters(config) == model.num_parameters()
     weight_macs = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     assert flops_per_sample(config) == 2 * weight_macs
@@ -46,7 +46,7 @@ def test_parameter_count_and_flops(latent_width: int, reparam_width: int) -> Non
 
 def test_forward_uses_the_given_noise() -> None:
     torch.manual_seed(0)
-    model = LinearVAE(ModelConfig(16, 4))
+    model = build_model(ModelConfig(16, 4))
     x = torch.rand(3, INPUT_DIM)
     noise = torch.randn(3, 4)
     first, second = model(x, noise), model(x, noise)
@@ -66,7 +66,7 @@ def test_gradients_flow_through_reparameterize() -> None:
 
 def test_every_parameter_gets_a_gradient_from_the_loss() -> None:
     torch.manual_seed(0)
-    model = LinearVAE(ModelConfig(32, 4))
+    model = build_model(ModelConfig(32, 4))
     x = torch.rand(8, INPUT_DIM)
     out = model(x)
     neg_elbo(x, out.logits, out.mu, out.log_var).objective.backward()

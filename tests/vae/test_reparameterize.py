@@ -9,13 +9,13 @@ import torch
 
 from vae.config import INPUT_DIM, ModelConfig
 from vae.iwae import log_weights
-from vae.model import LinearVAE, reparameterize
+from vae.model import LinearVAE, build_model, reparameterize
 
 
 def test_the_models_method_is_the_function() -> None:
     assert LinearVAE.reparameterize is reparameterize
     torch.manual_seed(0)
-    model = LinearVAE(ModelConfig(16, 4))
+    model = build_model(ModelConfig(16, 4))
     x = torch.rand(3, INPUT_DIM)
     noise = torch.randn(3, 4)
     mu, log_var = model.encode(x)
@@ -46,7 +46,7 @@ def test_iwae_log_weights_decode_the_reparameterized_codes() -> None:
     """log q(z | x) in the IWAE weights is the Gaussian density of the same z the decoder saw: with
     z from reparameterize, -0.5 * (noise^2 + log 2pi + log_var) is that density, checked with torch's Normal."""
     torch.manual_seed(0)
-    model = LinearVAE(ModelConfig(16, 4))
+    model = build_model(ModelConfig(16, 4))
     x = torch.rand(2, INPUT_DIM)
     noise = torch.randn(3, 2, 4)
     with torch.no_grad():

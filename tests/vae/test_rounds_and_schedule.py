@@ -13,7 +13,7 @@ from vae.class_gaussians import fit_class_gaussians
 from vae.config import ModelConfig, TrainConfig
 from vae.data import DataSplits, PackedSplits, Split
 from vae.iwae import iwae_per_image, iwae_within
-from vae.model import LinearVAE
+from vae.model import build_model
 from vae.schedule import CosineSegments
 from vae.train import cosine_plan, fit, round_indices, rounds_before
 
@@ -88,20 +88,20 @@ def test_rounds_before_keeps_half_a_round_in_hand():
 
 
 def test_the_scheduler_state_carries_the_plan(tmp_path):
-    model = LinearVAE(ModelConfig(16, 2))
+    model = build_model(ModelConfig(16, 2))
     config = TrainConfig(rounds=50, lr_schedule="cosine")
     from vae.train import make_lr_scheduler, make_optimizer
     scheduler = make_lr_scheduler(make_optimizer(model, config), config)
     cosine_plan(scheduler).fit_to(5, 12)
     state = scheduler.state_dict()
-    other = make_lr_scheduler(make_optimizer(LinearVAE(ModelConfig(16, 2)), config), config)
+    other = make_lr_scheduler(make_optimizer(build_model(ModelConfig(16, 2)), config), config)
     other.load_state_dict(state)
     assert cosine_plan(other).end == 12
 
 
 def test_iwae_within_a_time_bound_reports_its_standard_error():
     torch.manual_seed(0)
-    model = LinearVAE(ModelConfig(16, 2))
+    model = build_model(ModelConfig(16, 2))
     images = _tiny_data().test.images
     everything = iwae_within(model, images, k=5, seconds=60.0, min_images=10)
     assert everything.images == len(images) and everything.k == 5
@@ -122,7 +122,7 @@ def test_packed_splits_unpack_to_the_same_images():
 
 def test_class_gaussians_can_be_fitted_on_a_few_images_per_class():
     data = _tiny_data()
-    model = LinearVAE(ModelConfig(16, 2))
+    model = build_model(ModelConfig(16, 2))
     few = fit_class_gaussians(model, data.train.images, data.train.labels, 4, max_per_class=5)
     assert few.counts.tolist() == [5, 5, 5, 5]
 

@@ -9,7 +9,7 @@ import torch
 
 from vae.config import ModelConfig, TrainConfig
 from vae.data import DataSplits, Split
-from vae.model import LinearVAE
+from vae.model import build_model
 from vae.train import NonFiniteLossError, TrainState, evaluate, fit, pick_device, train_round
 
 
@@ -21,7 +21,7 @@ def _small(splits: DataSplits, n_train: int) -> DataSplits:
 def test_short_training_run_lowers_validation_neg_elbo(mnist_splits: DataSplits) -> None:
     config = ModelConfig(64, 8)
     torch.manual_seed(0)
-    untrained = evaluate(LinearVAE(config), mnist_splits.val.images)["neg_elbo"]
+    untrained = evaluate(build_model(config), mnist_splits.val.images)["neg_elbo"]
     assert 500 < untrained < 600  # about 784 ln 2 = 543 nats: sigmoid(~0) everywhere
     result = fit(config, TrainConfig(rounds=3), mnist_splits, device=torch.device("cpu"))  # lr 3e-4, batch 128
     val = [h["val_neg_elbo"] for h in result.history]
@@ -79,7 +79,7 @@ def test_fit_resumed_from_its_state_continues_the_same_run(mnist_splits: DataSpl
 def test_fit_metric_names_are_the_ones_the_search_reports(mnist_splits: DataSplits) -> None:
     result = fit(ModelConfig(16, 2), TrainConfig(rounds=1), _small(mnist_splits, 500), device=torch.device("cpu"))
     assert set(result.history[0]) == {
-        "round", "images", "epochs", "last_round", "lr", "kl_weight", "elapsed_s", "val_time_s",
+        "round", "images", "epochs", "last_round", "lr", "kl_weight", "elapsed_s", "val_time_s", "val_bits_per_dim",
         "train_neg_elbo", "train_recon", "train_kl", "train_samples_per_s", "train_time_s", "train_data_s",
         "train_step_s", "val_neg_elbo", "val_recon", "val_kl", "val_active_units",
     }
@@ -87,7 +87,7 @@ def test_fit_metric_names_are_the_ones_the_search_reports(mnist_splits: DataSpli
 
 def test_train_round_reports_means_and_timing(mnist_splits: DataSplits) -> None:
     torch.manual_seed(0)
-    model = LinearVAE(ModelConfig(32, 4))
+    model = build_model(ModelConfig(32, 4))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     images = mnist_splits.train.images[:1000]
     before = [p.detach().clone() for p in model.parameters()]
@@ -114,7 +114,7 @@ def test_evaluate_is_repeatable(trained_fit, mnist_splits: DataSplits) -> None:
 
 
 def test_non_finite_loss_is_reported() -> None:
-    model = LinearVAE(ModelConfig(8, 2))
+    model = build_model(ModelConfig(8, 2))
     images = torch.rand(64, 784)
     images[5, 3] = float("nan")
     with pytest.raises(NonFiniteLossError, match="non-finite"):
