@@ -1,5 +1,6 @@
-"""Turning a user's image (an upload or a sketch) into what the model sees: 28x28, grayscale,
-light ink on a dark background, values in [0, 1].
+"""Turning a user's image (an upload or a sketch) into what the model sees (``model_input``): for the MNIST-style
+models (1 x 28 x 28 digits or Fashion-MNIST items), light ink on a dark background, centred as those data sets
+were made; for a model of a user's own images, the upload in the model's channels and size. Values in [0, 1].
 
 User bytes only ever reach the decoders of ALLOWED_FORMATS (Pillow's ``formats=``: without it every
 installed plugin may read the file, and EPS hands it to Ghostscript). Size is checked from the header
@@ -16,10 +17,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vae.config import IMAGE_SIDE
+from vae.own_data import ALLOWED_FORMATS, FORMAT_NAMES
 
 MAX_INPUT_PIXELS = 4096 * 4096
-ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
-FORMAT_NAMES = "PNG, JPEG, WebP, GIF or BMP"
+INK_BOXES = {"mnist": 20, "fashion-mnist": IMAGE_SIDE}  # the side a data set's object fills in its 28x28 frame
 GONE = "the uploaded file is no longer on the server (uploads are kept for a while only): upload it again"
 INK_THRESHOLD = 0.1  # pixels brighter than this (after inversion) count as ink for the bounding box
 
@@ -81,6 +82,23 @@ def check_size(image: Image.Image, max_pixels: int = MAX_INPUT_PIXELS) -> None:
         raise ImageInputError("the image is empty (0 pixels)")
     if width * height > max_pixels:
         raise ImageInputError(f"the image is too large: {width}x{height} pixels (at most {max_pixels:,} pixels)")
+
+
+def model_input(image: Image.Image, dataset: str, shape: tuple[int, int, int]) -> np.ndarray:
+    """``image`` as a model of ``dataset`` with images of ``shape`` (C, H, W) sees it: float32 [C, H, W] in [0, 1].
+    MNIST and Fashion-MNIST models get the ink found, centred and scaled as those data sets were made
+    (``to_model_input``); any other model the whole image, in its channels, resized to its H x W."""
+    if dataset in INK_BOXES and shape == (1, IMAGE_SIDE, IMAGE_SIDE):
+        return to_model_input(image, digit_box=INK_BOXES[dataset])[None]
+    check_size(image)
+    channels, height, width = shape
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    resized = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.LANCZOS)
+    pixels = np.asarray(resized, dtype=np.float32) / 255.0
+    return np.ascontiguousarray(pixels[None] if channels == 1 else pixels.transpose(2, 0, 1))
 
 
 def to_model_input(image: Image.Image, *, digit_box: int = 20, max_pixels: int = MAX_INPUT_PIXELS) -> np.ndarray:

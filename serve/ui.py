@@ -135,8 +135,14 @@ def leaderboard_frame(service: VAEService) -> pd.DataFrame:
 # --- tabs ----------------------------------------------------------------------------------------
 
 
+def class_choices(service: VAEService) -> list[tuple[str, int]]:
+    """The served model's classes as (name, index) choices; one "all images" choice for unlabelled data."""
+    names = service.served.class_names
+    return [(name, index) for index, name in enumerate(names)] if names else [("all images (no labels)", 0)]
+
+
 def generate_tab(service: VAEService, demo: gr.Blocks) -> None:
-    class_choices = [(name, index) for index, name in enumerate(service.served.class_names)]
+    choices = class_choices(service)
 
     @user_errors
     def generate(class_index: int, n_samples: int, noise_scale: float, seed: int, n_sources: int, mode: str):
@@ -145,7 +151,11 @@ def generate_tab(service: VAEService, demo: gr.Blocks) -> None:
 
     with gr.Tab("Generate"), gr.Row():
         with gr.Column(scale=1, min_width=240):
-            g_class = gr.Dropdown(class_choices, value=class_choices[0][1], label="Class", elem_id="generate-class")
+            if not service.served.labelled:
+                gr.Markdown("This model's images had no labels, so there is no class to generate: the Prior view "
+                            "samples it.", elem_id="generate-unlabelled")
+            g_class = gr.Dropdown(choices, value=choices[0][1], label="Class", elem_id="generate-class",
+                                  interactive=service.served.labelled)
             g_n = gr.Slider(1, MAX_SAMPLES, value=16, step=1, label="Samples")
             g_noise = gr.Slider(0, MAX_NOISE, value=DEFAULT_NOISE_SCALE, step=0.05, label="Noise scale",
                                 info="0: the class mean (or the example's posterior mean); 1: the full spread")
@@ -184,7 +194,7 @@ def prior_tab(service: VAEService, demo: gr.Blocks) -> None:
 
 
 def interpolate_tab(service: VAEService, demo: gr.Blocks) -> None:
-    class_choices = [(name, index) for index, name in enumerate(service.served.class_names)]
+    choices = class_choices(service)
 
     @user_errors
     def interpolate(class_a: int, example_a: int, class_b: int, example_b: int, steps: int):
@@ -192,9 +202,9 @@ def interpolate_tab(service: VAEService, demo: gr.Blocks) -> None:
 
     with gr.Tab("Interpolate"):
         with gr.Row():
-            i_class_a = gr.Dropdown(class_choices, value=class_choices[0][1], label="From class")
+            i_class_a = gr.Dropdown(choices, value=choices[0][1], label="From class")
             i_example_a = gr.Slider(0, EXAMPLES_PER_CLASS - 1, value=0, step=1, label="Example of it")
-            i_class_b = gr.Dropdown(class_choices, value=class_choices[-1][1], label="To class")
+            i_class_b = gr.Dropdown(choices, value=choices[-1][1], label="To class")
             i_example_b = gr.Slider(0, EXAMPLES_PER_CLASS - 1, value=0, step=1, label="Example of it")
             i_steps = gr.Slider(MIN_STEPS, MAX_STEPS, value=10, step=1, label="Steps")
         i_button = gr.Button("Interpolate", variant="primary")
@@ -218,7 +228,7 @@ def reconstruct_tab(service: VAEService, demo: gr.Blocks) -> None:
 
     with gr.Tab("Reconstruct"):
         with gr.Row():
-            r_sketch = digit_sketchpad(label="Draw a digit (pick the brush on the left first)", image_mode="L",
+            r_sketch = digit_sketchpad(label="Draw an image (pick the brush on the left first)", image_mode="L",
                                        brush=gr.Brush(default_size=12, colors=["#000000"], color_mode="fixed"),
                                        layers=False, elem_id="reconstruct-sketch")
             # serve.components: neither component decodes anything itself; serve.images opens the file with the
@@ -226,7 +236,9 @@ def reconstruct_tab(service: VAEService, demo: gr.Blocks) -> None:
             r_upload = digit_upload(label=f"...or upload an image (used if present): {UPLOAD_LIMITS}",
                                     height=160, elem_id="reconstruct-upload")
             with gr.Column():
-                r_input = output_image("What the model sees (28x28)", height=160, elem_id="reconstruct-input")
+                _, height, width = service.served.checkpoint.config.image_shape
+                r_input = output_image(f"What the model sees ({width}x{height})", height=160,
+                                       elem_id="reconstruct-input")
                 r_out = output_image("Reconstruction", height=160)
                 r_elbo = gr.Number(label="neg-ELBO of the image (nats)", interactive=False)
         r_button = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct-button")

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from vae.config import IMAGE_CHANNELS, MAX_SIDE, MIN_SIDE
 
-ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")  # the only decoders a user's image ever reaches
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")  # the only decoders a user's image ever reaches (app too)
 FORMAT_NAMES = "PNG, JPEG, WebP, GIF or BMP"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 MAX_FILES = 250_000
