@@ -17,6 +17,7 @@ What a request sends to a handler is refused inside the queue, with one line, by
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -130,6 +131,7 @@ def _reported(exc: Exception) -> Exception:
     """The exception to report: the one inside task-group wrappers that hold only it (anyio wraps a streaming
     response's), or the HTTPException it was raised from (Starlette re-raises an HTTPException that arrives after
     the response started as a RuntimeError)."""
+    inner: Sequence[BaseException]
     while len(inner := getattr(exc, "exceptions", ())) == 1 and isinstance(inner[0], Exception):
         exc = inner[0]
     return exc.__cause__ if isinstance(exc.__cause__, HTTPException) else exc

@@ -53,7 +53,7 @@ def dependencies(demo: gr.Blocks) -> Iterator[Dependency]:
         config = block_fn.get_config()
         if config["backend_fn"]:
             yield Dependency(int(config["id"]), config["api_name"], str(config["api_visibility"]),
-                             tuple(block_fn.inputs))
+                             tuple(c for c in block_fn.inputs if isinstance(c, gr.components.Component)))
 
 
 def upload_folder() -> Path:
@@ -63,7 +63,7 @@ def upload_folder() -> Path:
 
 def replace_preprocess(component: gr.components.Component, preprocess: Callable[[Any], Any]) -> None:
     """Make Gradio call ``preprocess(payload)`` for this component instead of its class's method."""
-    component.preprocess = preprocess  # type: ignore[method-assign]
+    component.preprocess = preprocess  # type: ignore[method-assign,assignment]
 
 
 def keep_composite_only(sketch: gr.Sketchpad, max_bytes: int, max_pending: int) -> None:
@@ -86,7 +86,7 @@ def keep_composite_only(sketch: gr.Sketchpad, max_bytes: int, max_pending: int) 
         while len(storage) > max_pending:
             storage.popitem(last=False)
 
-    sketch.accept_blobs = accept_blobs  # type: ignore[method-assign]
+    sketch.accept_blobs = accept_blobs
 
 
 def take_composite(sketch: gr.Sketchpad, payload: EditorData) -> io.BytesIO | Path | None:

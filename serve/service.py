@@ -111,6 +111,13 @@ def load_served(path: str | Path, label: str, trial_id: str | None = None) -> Se
     return ServedModel(load_checkpoint(path, device="cpu"), label, trial_id)
 
 
+def served_trial(ref: TrialCheckpoint) -> ServedModel:
+    """A trial checkpoint as a ServedModel; it carries its examples bank and class Gaussians
+    (search.trial_state), so nothing of the data set is needed here."""
+    served = load_served(ref.path, f"trial {ref.trial_id}, round {ref.round}", ref.trial_id)
+    return ServedModel(served.checkpoint, served.label, ref.trial_id, ref)
+
+
 class VAEService:
     """Serves one model at a time. ``search`` is the search's experiment folder when there is one (the
     Search view reads it, and while ``follow`` is on ``refresh`` serves each new best checkpoint of a
@@ -140,9 +147,7 @@ class VAEService:
             if ref is None:
                 raise NoCheckpointYet(f"the search at {path} has no trial checkpoint yet (a trial saves its "
                                       "best round every --grace-period rounds, 10 by default)")
-            service = cls(None, None, path, follow=True)  # type: ignore[arg-type] - served just below
-            service._served = service._load_ref(ref)
-            return service
+            return cls(served_trial(ref), None, path, follow=True)
         experiment = load_experiment(path)
         search = experiment.best.parent if is_search_folder(experiment.best.parent) else None
         return cls(load_served(experiment.best, "best", experiment.best_trial_id()), experiment, search)
@@ -179,7 +184,7 @@ class VAEService:
                                                         ref.val_neg_elbo >= current.val_neg_elbo)):
                 return False
             try:
-                served = self._load_ref(ref)
+                served = served_trial(ref)
             except CheckpointError:
                 return False  # deleted by Tune (num_to_keep) or unreadable: next time
             with self._lock:
@@ -187,12 +192,6 @@ class VAEService:
             return True
         finally:
             self._refresh_lock.release()
-
-    def _load_ref(self, ref: TrialCheckpoint) -> ServedModel:
-        """A trial checkpoint as a ServedModel; it carries its examples bank and class Gaussians
-        (search.trial_state), so nothing of the data set is needed here."""
-        served = load_served(ref.path, f"trial {ref.trial_id}, round {ref.round}", ref.trial_id)
-        return ServedModel(served.checkpoint, served.label, ref.trial_id, ref)
 
     @property
     def served(self) -> ServedModel:

@@ -293,7 +293,7 @@ class SearchTab:
 def search_tab(service: VAEService) -> SearchTab:
     view: SearchView | None = read_view(service.search) if service.search else None
     hyperparameters = view.hyperparameters if view else []
-    space_x_default = "latent_width" if "latent_width" in hyperparameters else (hyperparameters or [None])[0]
+    space_x_default = "latent_width" if "latent_width" in hyperparameters else next(iter(hyperparameters), None)
     with gr.Tab("Search"):
         status = gr.Markdown(elem_id="search-status")
         board = gr.Dataframe(label="Leaderboard (best first)", interactive=False, wrap=True,
