@@ -195,8 +195,8 @@ def test_switch_model_behind_a_login(experiment: Path, tmp_path: Path) -> None:
 
         info, board, served, status = client.predict("t_narrow", api_name="/switch_model")
         assert info["trial_id"] == "t_narrow" and info["serving"] == "trials/t_narrow"
-        assert info["model_config"] == {"latent_width": 48, "reparam_width": 4, "input_dim": 784, "depth": 1,
-                                        "conv_channels": 0}
+        assert info["model_config"] == {"latent_width": 48, "reparam_width": 4, "depth": 1, "conv_channels": 0,
+                                        "channels": 1, "height": 28, "width": 28}
         assert [row[0] for row in board["data"]] == ["best", "serving", ""]
         assert "t_narrow" in status and "trials/t_narrow" in served
         assert np.array_equal(read(client.predict(5, 16, 1.0, 42, 1, api_name="/generate")[1]), narrow)

@@ -83,7 +83,7 @@ def test_bad_input_is_one_line_and_status_2(args: list[str], expected: str, mnis
     "args, expected",
     [(["--data-dir", "{tmp}/missing"], "does not exist"),
      (["--latent-width", "abc"], "invalid int value: 'abc'"),
-     (["--dataset", "cifar"], "invalid choice: 'cifar'")],
+     (["--dataset", "cifar"], "unknown dataset 'cifar'")],
 )
 def test_bad_input_in_a_real_process(args: list[str], expected: str, mnist_data_dir: Path, tmp_path: Path) -> None:
     result = _run([a.replace("{tmp}", str(tmp_path)) for a in args], mnist_data_dir, tmp_path)
