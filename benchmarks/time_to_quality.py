@@ -93,7 +93,8 @@ def run_search_timed(dataset: str, data_dir: str, storage: str, name: str, trial
         "trial_rounds": summary.get("trial_rounds"), "statuses": summary.get("statuses"),
         "best": {k: best.get(k) for k in ("trial_id", *config.space.searched(), "rounds", "best_round", "epochs",
                                           "parameters")},
-        "time_budget_s": config.time_budget_s, "max_rounds": config.max_rounds, "round_images": config.round_images,
+        "time_budget_s": config.time_budget_s, "max_rounds": config.max_rounds,
+        "round_images": summary["round_images"],  # the images per round the trials ran (the data's, when unset)
         "grace_period": config.grace_period, "rungs": list(config.rungs), "space": config.space.to_dict(),
         "load_average_before": load_before, "load_average_after": load_average(), "curve": curve,
     }
@@ -144,7 +145,7 @@ def plot(dataset: str, search: dict[str, Any], anchors: list[dict[str, Any]], pa
         ax.set_ylim(min(lows) - 1, min(lows) + 25)
     ax.set_xlabel("wall time (s), 2 CPU cores")
     ax.set_ylabel("validation neg-ELBO (nats per image)")
-    ax.set_title(f"time to quality on {dataset}: the default search vs the known recipes alone")
+    ax.set_title(f"{dataset}: the default search vs the known recipes alone", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
