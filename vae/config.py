@@ -124,9 +124,9 @@ class TrainConfig:
     of 54,000 images.
 
     ``lr_schedule``: "constant", or "cosine": cosine decays to near 0 that end at the rounds in
-    ``lr_segment_ends`` (a search passes ASHA's rungs, where a trial is judged) and at ``rounds``, each
-    restarting at ``lr_restart`` times the previous peak (vae.schedule; a deadline given to ``vae.train.fit``
-    can end the current segment sooner). ``warmup_rounds``: KL warm-up, the weight of the KL term rises
+    ``lr_segment_ends`` and at ``rounds``, each restarting at ``lr_restart`` times the previous peak
+    (vae.schedule; a search uses one segment, and the deadline it gives ``vae.train.fit`` can end it
+    sooner). ``warmup_rounds``: KL warm-up, the weight of the KL term rises
     linearly from 0 to ``beta`` over that many rounds (0: none); see ``vae.train.kl_weight``. Reported
     neg-ELBOs are always the true ones (weight 1). ``weight_decay``: AdamW's decoupled weight decay.
     ``val_images``: validate on the first this many validation images after each round (None: all).
