@@ -310,6 +310,7 @@ def load_splits(
         else:
             splits = _split_one(dataset, _to_split(own.images, own.labels, shape), own.source, own.class_names,
                                 shape, seed, val_fraction, test_fraction)
+        splits = _in_seeded_order(splits, seed)
         say(f"data: {splits.describe()}")
         return splits.to(device)
     if image_size is not None and image_size != IMAGE_SIDE:
@@ -331,8 +332,21 @@ def load_splits(
         splits = _carve_validation(dataset, train, test, origin, info.class_names, shape, seed, val_fraction)
     else:
         splits = _split_one(dataset, test, origin, info.class_names, shape, seed, val_fraction, test_fraction)
+    splits = _in_seeded_order(splits, seed)
     say(f"data: {splits.describe()}")
     return splits.to(device)
+
+
+def _in_seeded_order(splits: DataSplits, seed: int) -> DataSplits:
+    """Each split in a seeded random order. Evaluation reads the first N images of a split (a trial's
+    validation images, the export's IWAE subset), and a folder of images lists them class by class: in file
+    order, the first 2000 validation images of a 10-class folder are three classes."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def shuffled(split: Split) -> Split:
+        return _subset(split, torch.randperm(len(split), generator=generator))
+
+    return replace(splits, train=shuffled(splits.train), val=shuffled(splits.val), test=shuffled(splits.test))
 
 
 def _carve_validation(dataset: str, train: Split, test: Split, origin: str, class_names: tuple[str, ...],

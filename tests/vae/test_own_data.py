@@ -49,6 +49,20 @@ def test_a_labelled_folder_is_split_by_class_with_the_folder_names(tmp_path):
     assert is_own_data(str(folder)) and not is_own_data("mnist")
 
 
+def test_the_first_images_of_every_split_mix_the_classes_of_a_class_by_class_folder(tmp_path):
+    """Trials validate on the first N validation images and the export's IWAE runs on the first test images;
+    a folder lists its images class by class, so the splits must not keep that order."""
+    folder = _folder(tmp_path / "layout", {"train/a": 40, "train/b": 40, "train/c": 40,
+                                           "test/a": 10, "test/b": 10, "test/c": 10}, side=16)
+    data = load_splits(str(folder), log_fn=_quiet)
+    for split in (data.train, data.val, data.test):
+        labels = split.labels.tolist()
+        assert labels != sorted(labels)
+        assert len(set(labels[: len(labels) // 2])) == 3, labels
+    again = load_splits(str(folder), log_fn=_quiet)
+    assert torch.equal(again.val.images, data.val.images)  # seeded: the same order every time
+
+
 def test_an_unlabelled_grayscale_folder_splits_at_random(tmp_path):
     folder = tmp_path / "faces"
     folder.mkdir()
