@@ -197,6 +197,13 @@ def fit_to_data(config: SearchConfig, data: DataSplits, log: Callable[[str], Non
 
 
 
+def created_trials(local_dir: Path) -> bool:
+    """Whether the experiment's live status lists any trial; without a live status, assume it does (Tune's
+    restore then decides)."""
+    live = read_live(local_dir)
+    return live is None or bool(live.trials)
+
+
 def _prepare(config: SearchConfig) -> tuple[SearchConfig, str, int, int]:
     """(effective config, experiment name, trials asked for, trials for Tune to create), checked against what is
     in the storage.
@@ -270,6 +277,12 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = say,
         if config.storage_is_uri:  # the callbacks read this run's deadline from the local copy
             storage.write_text(str(local_dir / BUDGET_FILE), budget)
         function = trainable(config, data, deadline, after_round)
+        if restore and not created_trials(local_dir):
+            # Tune cannot restore an experiment whose budget ended before it created a trial (its restore
+            # indexes the first one); there is nothing to continue, so the experiment starts with its own settings.
+            log("note: the experiment has no trials to continue (its time budget ended before the first one was "
+                "created); starting its trials now")
+            restore = False
         if restore:  # Tune brings back the experiment's callbacks (search.live_writer, search.console)
             tuner = tune.Tuner.restore(path, trainable=function, resume_unfinished=True, resume_errored=False)
         else:

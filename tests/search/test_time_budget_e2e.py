@@ -69,14 +69,15 @@ def test_a_budget_that_leaves_trials_unstarted_exports_what_it_found(caller_ray,
     assert ray.is_initialized()  # the caller's Ray is the caller's to shut down
 
 
+@pytest.mark.parametrize("budget_s", ["0.5", "0.001"])  # 0.001: over before Tune creates a single trial
 def test_a_budget_that_stops_every_trial_before_its_first_report_exits_non_zero_and_can_be_resumed(
-        data_dir, tmp_path):
+        data_dir, tmp_path, budget_s):
     storage = tmp_path / "results"
     common = ["--storage", str(storage), "--name", "late", "--data-dir", data_dir, "--num-cpus", "2",
               "--wandb-mode", "disabled", "--max-rounds", "2", "--grace-period", "1", "--iwae-k", "10",
               "--latent-width", "16", "32", "--reparam-width", "2", "4", "--batch-sizes", "256"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    run = subprocess.run([sys.executable, "-m", "search.run", *common, "--trials", "3", "--time-budget", "0.5"],
+    run = subprocess.run([sys.executable, "-m", "search.run", *common, "--trials", "3", "--time-budget", budget_s],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
     errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
