@@ -197,13 +197,6 @@ def fit_to_data(config: SearchConfig, data: DataSplits, log: Callable[[str], Non
 
 
 
-def created_trials(local_dir: Path) -> bool:
-    """Whether the experiment's live status lists any trial; without a live status, assume it does (Tune's
-    restore then decides)."""
-    live = read_live(local_dir)
-    return live is None or bool(live.trials)
-
-
 def _prepare(config: SearchConfig) -> tuple[SearchConfig, str, int, int]:
     """(effective config, experiment name, trials asked for, trials for Tune to create), checked against what is
     in the storage.
@@ -211,6 +204,7 @@ def _prepare(config: SearchConfig) -> tuple[SearchConfig, str, int, int]:
     On resume the effective config is the one the experiment was started with (its data set, rounds,
     space...), with this run's connection settings (address, CPUs, verbosity, time budget) and trial total.
     Trials that ended without a report (the time budget ran out first) do not count: Tune creates as many more.
+    An experiment without any trial is not restored but started (``resume`` False in the effective config).
     """
     name = config.name
     if config.resume:
@@ -228,6 +222,10 @@ def _prepare(config: SearchConfig) -> tuple[SearchConfig, str, int, int]:
         original = SearchConfig.from_dict(stored["config"]) if "config" in stored else config
         effective = config.resumed(original, resume=True, name=name, trials=total)
         live = read_live(effective.local_experiment_dir(name))
+        if live is not None and not live.trials:
+            # Tune cannot restore an experiment whose budget ended before it created a trial (its restore indexes
+            # the first one); with nothing to continue, the experiment's trials start now, with its own settings.
+            return effective.replace(resume=False), name, total, total
         without_results = sum(t.status == NO_RESULT for t in live.trials) if live else 0
         return effective, name, total, total + without_results
     name = name or default_name(config)
@@ -245,8 +243,12 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = say,
     trial reported anything, SearchInterrupted after exporting a search stopped by Ctrl+C. ``after_round``: for
     tests, a function every trial calls after each round (search.trainable.AfterRound).
     """
+    asked_to_resume = config.resume
     config, name, total, to_create = _prepare(config)
     restore = config.resume
+    if asked_to_resume and not restore:
+        log("note: the experiment has no trials to continue (its time budget ended before the first one was "
+            "created); starting its trials now")
     path = config.experiment_path(name)
     try:
         data = load_splits(config.dataset, config.data_dir, seed=config.seed, image_size=config.image_size,
@@ -277,12 +279,6 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = say,
         if config.storage_is_uri:  # the callbacks read this run's deadline from the local copy
             storage.write_text(str(local_dir / BUDGET_FILE), budget)
         function = trainable(config, data, deadline, after_round)
-        if restore and not created_trials(local_dir):
-            # Tune cannot restore an experiment whose budget ended before it created a trial (its restore
-            # indexes the first one); there is nothing to continue, so the experiment starts with its own settings.
-            log("note: the experiment has no trials to continue (its time budget ended before the first one was "
-                "created); starting its trials now")
-            restore = False
         if restore:  # Tune brings back the experiment's callbacks (search.live_writer, search.console)
             tuner = tune.Tuner.restore(path, trainable=function, resume_unfinished=True, resume_errored=False)
         else:

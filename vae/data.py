@@ -338,8 +338,8 @@ def load_splits(
 
 
 def _in_seeded_order(splits: DataSplits, seed: int) -> DataSplits:
-    """Each split in a seeded random order. Evaluation reads the first N images of a split (a trial's
-    validation images, the export's IWAE subset), and a folder of images lists them class by class: in file
+    """Each split in a seeded random order. Consumers read the first N images of a split (a trial's
+    validation images, the sample grids' originals), and a folder of images lists them class by class: in file
     order, the first 2000 validation images of a 10-class folder are three classes."""
     generator = torch.Generator().manual_seed(seed)
 

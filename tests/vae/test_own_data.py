@@ -50,8 +50,8 @@ def test_a_labelled_folder_is_split_by_class_with_the_folder_names(tmp_path):
 
 
 def test_the_first_images_of_every_split_mix_the_classes_of_a_class_by_class_folder(tmp_path):
-    """Trials validate on the first N validation images and the export's IWAE runs on the first test images;
-    a folder lists its images class by class, so the splits must not keep that order."""
+    """Trials validate on the first N validation images and sample grids show the first test images; a
+    folder lists its images class by class, so the splits must not keep that order."""
     folder = _folder(tmp_path / "layout", {"train/a": 40, "train/b": 40, "train/c": 40,
                                            "test/a": 10, "test/b": 10, "test/c": 10}, side=16)
     data = load_splits(str(folder), log_fn=_quiet)
